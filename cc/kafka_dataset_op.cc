@@ -1,0 +1,529 @@
+// TensorFlow kernel shim for KdKafkaDataset.
+//
+// This file only translates between TensorFlow (tensors, statuses,
+// checkpoints, cancellation) and the C ABI in kafka_dataset.h. Everything
+// about Kafka (parsing, consuming, merging, state encoding) lives in the Rust
+// core; strings are passed through untouched.
+//
+// Shaped like TensorFlow's own tf_record_dataset_op.{h,cc}.
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/string_view.h"
+#include "tensorflow/core/framework/attr_value.pb.h"
+#include "tensorflow/core/framework/cancellation.h"
+#include "tensorflow/core/framework/common_shape_fns.h"
+#include "tensorflow/core/framework/dataset.h"
+#include "tensorflow/core/framework/metrics.h"
+#include "tensorflow/core/framework/op.h"
+#include "tensorflow/core/framework/op_kernel.h"
+#include "tensorflow/core/framework/partial_tensor_shape.h"
+#include "tensorflow/core/framework/shape_inference.h"
+#include "tensorflow/core/framework/tensor.h"
+#include "tensorflow/core/framework/tensor_shape.h"
+#include "tensorflow/core/framework/types.h"
+#include "tensorflow/core/platform/mutex.h"
+#include "tensorflow/core/platform/thread_annotations.h"
+#include "tensorflow/core/platform/tstring.h"
+
+// The draft header has no extern "C" guard of its own; nesting is harmless if
+// the generated one gains it.
+extern "C" {
+#include "kafka_dataset.h"
+}
+
+namespace tensorflow {
+namespace data {
+namespace kafka_dataset {
+
+// The one place where a core error becomes a TensorFlow status. Takes
+// ownership of `err` (NULL means success).
+absl::Status ToStatus(kd_error* err) {
+  if (err == nullptr) return absl::OkStatus();
+  const kd_str message_view = kd_error_message(err);
+  std::string message;
+  if (message_view.data != nullptr && message_view.len > 0) {
+    message.assign(message_view.data, message_view.len);
+  }
+  const kd_code code = kd_error_code(err);
+  kd_error_free(err);  // `message_view` dangles from here on.
+
+  absl::StatusCode status_code;
+  switch (code) {
+    case KD_CODE_CANCELLED:
+      status_code = absl::StatusCode::kCancelled;
+      break;
+    case KD_CODE_UNKNOWN:
+      status_code = absl::StatusCode::kUnknown;
+      break;
+    case KD_CODE_INVALID_ARGUMENT:
+      status_code = absl::StatusCode::kInvalidArgument;
+      break;
+    case KD_CODE_DEADLINE_EXCEEDED:
+      status_code = absl::StatusCode::kDeadlineExceeded;
+      break;
+    case KD_CODE_NOT_FOUND:
+      status_code = absl::StatusCode::kNotFound;
+      break;
+    case KD_CODE_PERMISSION_DENIED:
+      status_code = absl::StatusCode::kPermissionDenied;
+      break;
+    case KD_CODE_FAILED_PRECONDITION:
+      status_code = absl::StatusCode::kFailedPrecondition;
+      break;
+    case KD_CODE_OUT_OF_RANGE:
+      status_code = absl::StatusCode::kOutOfRange;
+      break;
+    case KD_CODE_INTERNAL:
+      status_code = absl::StatusCode::kInternal;
+      break;
+    case KD_CODE_UNAVAILABLE:
+      status_code = absl::StatusCode::kUnavailable;
+      break;
+    case KD_CODE_DATA_LOSS:
+      status_code = absl::StatusCode::kDataLoss;
+      break;
+    case KD_CODE_UNAUTHENTICATED:
+      status_code = absl::StatusCode::kUnauthenticated;
+      break;
+    case KD_CODE_OK:
+      // An error object that claims success is a core bug; never let it pass
+      // as OK, or the caller would read out-params that were not written.
+      return absl::InternalError(absl::StrCat(
+          "kafka_dataset core returned an error with code OK: ", message));
+    default:
+      // A code added to the core but not yet to this switch.
+      return absl::UnknownError(absl::StrCat("kafka_dataset core error code ",
+                                             static_cast<int>(code), ": ",
+                                             message));
+  }
+  if (message.empty()) message = "kafka_dataset core error without a message";
+  return absl::Status(status_code, message);
+}
+
+namespace {
+
+struct DatasetHandleDeleter {
+  void operator()(kd_dataset* dataset) const { kd_dataset_free(dataset); }
+};
+struct ReaderHandleDeleter {
+  void operator()(kd_reader* reader) const { kd_reader_free(reader); }
+};
+using DatasetHandle = std::unique_ptr<kd_dataset, DatasetHandleDeleter>;
+using ReaderHandle = std::unique_ptr<kd_reader, ReaderHandleDeleter>;
+
+// Upper bound on one blocking call into the core, so that cancellation (and a
+// concurrent Save) is noticed within this many milliseconds.
+constexpr uint32_t kNextSliceMs = 100;
+
+// Key under which the core's (self-versioned) state bytes are checkpointed.
+constexpr char kState[] = "state";
+
+// Borrowed views of `strings`; valid while `strings` is alive and unchanged.
+std::vector<kd_str> StrViews(const std::vector<tstring>& strings) {
+  std::vector<kd_str> views;
+  views.reserve(strings.size());
+  for (const tstring& s : strings) views.push_back(kd_str{s.data(), s.size()});
+  return views;
+}
+
+// Never hands the core a NULL array pointer, even for an empty list: Rust
+// slices must not be built from NULL.
+const kd_str* ArrayOrEmpty(const std::vector<kd_str>& views) {
+  static const kd_str kEmpty = {"", 0};
+  return views.empty() ? &kEmpty : views.data();
+}
+
+kd_str StrView(const tstring& s) { return kd_str{s.data(), s.size()}; }
+
+absl::Status CheckInput(const Tensor& t, absl::string_view name, DataType dtype,
+                        int rank) {
+  if (t.dtype() != dtype) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "KdKafkaDataset: `", name, "` must be a ", DataTypeString(dtype),
+        " tensor, got ", DataTypeString(t.dtype())));
+  }
+  if (t.dims() != rank) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("KdKafkaDataset: `", name, "` must be ",
+                     rank == 0 ? "a scalar" : "a 1-D vector", ", got shape ",
+                     t.shape().DebugString()));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ReadStringVector(OpKernelContext* ctx, absl::string_view name,
+                              std::vector<tstring>* out) {
+  const Tensor* t = nullptr;
+  TF_RETURN_IF_ERROR(ctx->input(name, &t));
+  TF_RETURN_IF_ERROR(CheckInput(*t, name, DT_STRING, 1));
+  const auto flat = t->flat<tstring>();
+  out->assign(flat.data(), flat.data() + flat.size());
+  return absl::OkStatus();
+}
+
+template <typename T>
+absl::Status ReadScalar(OpKernelContext* ctx, absl::string_view name, T* out) {
+  const Tensor* t = nullptr;
+  TF_RETURN_IF_ERROR(ctx->input(name, &t));
+  TF_RETURN_IF_ERROR(CheckInput(*t, name, DataTypeToEnum<T>::v(), 0));
+  *out = t->scalar<T>()();
+  return absl::OkStatus();
+}
+
+bool IsCancelled(IteratorContext* ctx) {
+  CancellationManager* cm = ctx->cancellation_manager();
+  return cm != nullptr && cm->IsCancelled();
+}
+
+}  // namespace
+
+class KafkaDatasetOp : public DatasetOpKernel {
+ public:
+  static constexpr const char* const kDatasetType = "KdKafka";
+  static constexpr const char* const kTopics = "topics";
+  static constexpr const char* const kServers = "servers";
+  static constexpr const char* const kGroup = "group";
+  static constexpr const char* const kEof = "eof";
+  static constexpr const char* const kTimeout = "timeout";
+  static constexpr const char* const kConfigGlobal = "config_global";
+  static constexpr const char* const kConfigTopic = "config_topic";
+  static constexpr const char* const kMessageKey = "message_key";
+
+  explicit KafkaDatasetOp(OpKernelConstruction* ctx) : DatasetOpKernel(ctx) {
+    OP_REQUIRES_OK(ctx, ctx->GetAttr(kMessageKey, &message_key_));
+  }
+
+ protected:
+  void MakeDataset(OpKernelContext* ctx, DatasetBase** output) override;
+
+ private:
+  class Dataset;
+
+  bool message_key_ = false;
+};
+
+class KafkaDatasetOp::Dataset : public DatasetBase {
+ public:
+  Dataset(OpKernelContext* ctx, DatasetHandle handle,
+          std::vector<tstring> topics, tstring servers, tstring group, bool eof,
+          int64_t timeout_ms, std::vector<tstring> config_global,
+          std::vector<tstring> config_topic, bool message_key)
+      : DatasetBase(DatasetContext(ctx)),
+        handle_(std::move(handle)),
+        topics_(std::move(topics)),
+        servers_(std::move(servers)),
+        group_(std::move(group)),
+        eof_(eof),
+        timeout_ms_(timeout_ms),
+        config_global_(std::move(config_global)),
+        config_topic_(std::move(config_topic)),
+        message_key_(message_key),
+        dtypes_(message_key ? DataTypeVector{DT_STRING, DT_STRING}
+                            : DataTypeVector{DT_STRING}),
+        shapes_(message_key ? std::vector<PartialTensorShape>{{}, {}}
+                            : std::vector<PartialTensorShape>{{}}) {}
+
+  std::unique_ptr<IteratorBase> MakeIteratorInternal(
+      const std::string& prefix) const override {
+    // Same prefix as name_utils::IteratorPrefix, which lives in
+    // libtensorflow_cc and so is not available to a custom-op library.
+    return std::make_unique<Iterator>(
+        Iterator::Params{this, absl::StrCat(prefix, "::", kDatasetType)});
+  }
+
+  const DataTypeVector& output_dtypes() const override { return dtypes_; }
+
+  const std::vector<PartialTensorShape>& output_shapes() const override {
+    return shapes_;
+  }
+
+  std::string DebugString() const override {
+    return absl::StrCat(kDatasetType, "DatasetOp::Dataset");
+  }
+
+  int64_t CardinalityInternal(CardinalityOptions options) const override {
+    return kUnknownCardinality;
+  }
+
+  absl::Status InputDatasets(
+      std::vector<const DatasetBase*>* inputs) const override {
+    return absl::OkStatus();  // A source dataset.
+  }
+
+  // The checkpointed state pins the exact position (streams and offsets);
+  // the broker holds the data the way a file system holds TFRecord files. So,
+  // like TFRecordDataset, report no external state; otherwise TF2
+  // tf.train.Checkpoint refuses to save the iterator.
+  absl::Status CheckExternalState() const override { return absl::OkStatus(); }
+
+ protected:
+  absl::Status AsGraphDefInternal(SerializationContext* ctx,
+                                  DatasetGraphDefBuilder* b,
+                                  Node** output) const override {
+    Node* topics = nullptr;
+    TF_RETURN_IF_ERROR(b->AddVector(topics_, &topics));
+    Node* servers = nullptr;
+    TF_RETURN_IF_ERROR(b->AddScalar(servers_, &servers));
+    Node* group = nullptr;
+    TF_RETURN_IF_ERROR(b->AddScalar(group_, &group));
+    Node* eof = nullptr;
+    TF_RETURN_IF_ERROR(b->AddScalar(eof_, &eof));
+    Node* timeout = nullptr;
+    TF_RETURN_IF_ERROR(b->AddScalar(timeout_ms_, &timeout));
+    Node* config_global = nullptr;
+    TF_RETURN_IF_ERROR(b->AddVector(config_global_, &config_global));
+    Node* config_topic = nullptr;
+    TF_RETURN_IF_ERROR(b->AddVector(config_topic_, &config_topic));
+
+    AttrValue message_key;
+    b->BuildAttrValue(message_key_, &message_key);
+
+    return b->AddDataset(
+        this,
+        {topics, servers, group, eof, timeout, config_global, config_topic},
+        {{kMessageKey, message_key}}, output);
+  }
+
+ private:
+  class Iterator : public DatasetIterator<Dataset> {
+   public:
+    explicit Iterator(const Params& params)
+        : DatasetIterator<Dataset>(params) {}
+
+    // The state is only the position of emitted elements and is cheap to
+    // write, so saving after every element (symbolic checkpointing) is fine.
+    bool SymbolicCheckpointCompatible() const override { return true; }
+
+    // Connecting and resolving streams happens here, so errors such as an
+    // unknown topic (NotFound) surface when the iterator is built.
+    absl::Status Initialize(IteratorContext* ctx) override {
+      mutex_lock l(mu_);
+      return EnsureReaderLocked();
+    }
+
+    absl::Status GetNextInternal(IteratorContext* ctx,
+                                 std::vector<Tensor>* out_tensors,
+                                 bool* end_of_sequence) override {
+      // Wait in short slices and take the lock per slice: cancellation is
+      // seen within kNextSliceMs, and Save is not blocked by an idle stream.
+      while (true) {
+        if (IsCancelled(ctx)) {
+          return absl::CancelledError(
+              "KdKafkaDataset: iterator cancelled while waiting for messages");
+        }
+        mutex_lock l(mu_);
+        bool done = false;
+        TF_RETURN_IF_ERROR(
+            NextSliceLocked(ctx, out_tensors, end_of_sequence, &done));
+        if (done) return absl::OkStatus();
+      }
+    }
+
+   protected:
+    std::shared_ptr<model::Node> CreateNode(
+        IteratorContext* ctx, model::Node::Args args) const override {
+      return model::MakeSourceNode(std::move(args));
+    }
+
+    absl::Status SaveInternal(SerializationContext* ctx,
+                              IteratorStateWriter* writer) override {
+      // TF does not ask source datasets about external state when saving an
+      // iterator; honour the caller's policy ourselves.
+      TF_RETURN_IF_ERROR(
+          ctx->HandleCheckExternalStateStatus(dataset()->CheckExternalState()));
+      mutex_lock l(mu_);
+      TF_RETURN_IF_ERROR(EnsureReaderLocked());
+      kd_bytes state{nullptr, 0};
+      TF_RETURN_IF_ERROR(ToStatus(kd_reader_save(reader_.get(), &state)));
+      // Copy now: the bytes are only valid until the next call on the reader.
+      tstring bytes;
+      if (state.data != nullptr && state.len > 0) {
+        bytes.assign(reinterpret_cast<const char*>(state.data), state.len);
+      }
+      return writer->WriteScalar(prefix(), kState, bytes);
+    }
+
+    absl::Status RestoreInternal(IteratorContext* ctx,
+                                 IteratorStateReader* reader) override {
+      if (!reader->Contains(prefix(), kState)) {
+        return absl::FailedPreconditionError(absl::StrCat(
+            "KdKafkaDataset: checkpoint has no \"", kState, "\" entry for ",
+            prefix(), "; it was not written by this dataset"));
+      }
+      tstring state;
+      TF_RETURN_IF_ERROR(reader->ReadScalar(prefix(), kState, &state));
+      mutex_lock l(mu_);
+      // TF calls Initialize before Restore; this only guards other callers.
+      TF_RETURN_IF_ERROR(EnsureReaderLocked());
+      return ToStatus(kd_reader_restore(
+          reader_.get(), reinterpret_cast<const uint8_t*>(state.data()),
+          state.size()));
+    }
+
+   private:
+    absl::Status EnsureReaderLocked() TF_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+      if (reader_ != nullptr) return absl::OkStatus();
+      kd_reader* raw = nullptr;
+      TF_RETURN_IF_ERROR(
+          ToStatus(kd_reader_new(dataset()->handle_.get(), &raw)));
+      reader_.reset(raw);
+      return absl::OkStatus();
+    }
+
+    // One bounded wait for the next element. Sets `*done` once the call
+    // produced an element or the end of the sequence.
+    absl::Status NextSliceLocked(IteratorContext* ctx,
+                                 std::vector<Tensor>* out_tensors,
+                                 bool* end_of_sequence, bool* done)
+        TF_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+      TF_RETURN_IF_ERROR(EnsureReaderLocked());
+      kd_next_status status = KD_NEXT_PENDING;
+      kd_message_view view{};
+      TF_RETURN_IF_ERROR(ToStatus(
+          kd_reader_next(reader_.get(), kNextSliceMs, &status, &view)));
+      switch (status) {
+        case KD_NEXT_ELEMENT: {
+          // `view` borrows from the reader until its next call: copy it out
+          // while the lock is still held.
+          out_tensors->reserve(dataset()->message_key_ ? 2 : 1);
+          AppendString(ctx, view.value, out_tensors);
+          if (dataset()->message_key_) {
+            AppendString(ctx, view.key, out_tensors);
+          }
+          static monitoring::CounterCell* bytes_counter =
+              metrics::GetTFDataBytesReadCounter(kDatasetType);
+          bytes_counter->IncrementBy(view.value.len + view.key.len);
+          *end_of_sequence = false;
+          *done = true;
+          return absl::OkStatus();
+        }
+        case KD_NEXT_END:
+          *end_of_sequence = true;
+          *done = true;
+          return absl::OkStatus();
+        case KD_NEXT_PENDING:
+          *done = false;
+          return absl::OkStatus();
+        default:
+          return absl::InternalError(
+              absl::StrCat("KdKafkaDataset: unexpected kd_next_status ",
+                           static_cast<int>(status)));
+      }
+    }
+
+    static void AppendString(IteratorContext* ctx, const kd_bytes& bytes,
+                             std::vector<Tensor>* out_tensors) {
+      out_tensors->emplace_back(ctx->allocator({}), DT_STRING, TensorShape({}));
+      // A null payload or key arrives as length 0 (and maybe a NULL pointer).
+      if (bytes.data != nullptr && bytes.len > 0) {
+        out_tensors->back().scalar<tstring>()().assign(
+            reinterpret_cast<const char*>(bytes.data), bytes.len);
+      }
+    }
+
+    mutex mu_;
+    // Not thread-safe in the core; every call on it happens under `mu_`.
+    ReaderHandle reader_ TF_GUARDED_BY(mu_);
+  };
+
+  // Immutable and thread-safe in the core; shared by all iterators, which
+  // hold a reference on this dataset and so never outlive the handle.
+  const DatasetHandle handle_;
+  // Copies of the op inputs, to rebuild the node in AsGraphDefInternal.
+  const std::vector<tstring> topics_;
+  const tstring servers_;
+  const tstring group_;
+  const bool eof_;
+  const int64_t timeout_ms_;
+  const std::vector<tstring> config_global_;
+  const std::vector<tstring> config_topic_;
+  const bool message_key_;
+  const DataTypeVector dtypes_;
+  const std::vector<PartialTensorShape> shapes_;
+};
+
+void KafkaDatasetOp::MakeDataset(OpKernelContext* ctx, DatasetBase** output) {
+  std::vector<tstring> topics;
+  OP_REQUIRES_OK(ctx, ReadStringVector(ctx, kTopics, &topics));
+  tstring servers;
+  OP_REQUIRES_OK(ctx, ReadScalar<tstring>(ctx, kServers, &servers));
+  tstring group;
+  OP_REQUIRES_OK(ctx, ReadScalar<tstring>(ctx, kGroup, &group));
+  bool eof = false;
+  OP_REQUIRES_OK(ctx, ReadScalar<bool>(ctx, kEof, &eof));
+  int64_t timeout_ms = 0;
+  OP_REQUIRES_OK(ctx, ReadScalar<int64_t>(ctx, kTimeout, &timeout_ms));
+  std::vector<tstring> config_global;
+  OP_REQUIRES_OK(ctx, ReadStringVector(ctx, kConfigGlobal, &config_global));
+  std::vector<tstring> config_topic;
+  OP_REQUIRES_OK(ctx, ReadStringVector(ctx, kConfigTopic, &config_topic));
+
+  // The views borrow from the vectors above; the core copies what it keeps,
+  // so they only need to outlive kd_dataset_new.
+  const std::vector<kd_str> topic_views = StrViews(topics);
+  const std::vector<kd_str> config_global_views = StrViews(config_global);
+  const std::vector<kd_str> config_topic_views = StrViews(config_topic);
+  kd_dataset_options options{};
+  options.topics = ArrayOrEmpty(topic_views);
+  options.topics_len = topic_views.size();
+  options.servers = StrView(servers);
+  options.group = StrView(group);
+  options.eof = eof;
+  options.timeout_ms = timeout_ms;
+  options.config_global = ArrayOrEmpty(config_global_views);
+  options.config_global_len = config_global_views.size();
+  options.config_topic = ArrayOrEmpty(config_topic_views);
+  options.config_topic_len = config_topic_views.size();
+
+  kd_dataset* raw = nullptr;
+  OP_REQUIRES_OK(ctx, ToStatus(kd_dataset_new(&options, &raw)));
+  DatasetHandle handle(raw);
+
+  *output =
+      new Dataset(ctx, std::move(handle), std::move(topics), std::move(servers),
+                  std::move(group), eof, timeout_ms, std::move(config_global),
+                  std::move(config_topic), message_key_);
+}
+
+namespace {
+
+REGISTER_OP("KdKafkaDataset")
+    .Input("topics: string")
+    .Input("servers: string")
+    .Input("group: string")
+    .Input("eof: bool")
+    .Input("timeout: int64")
+    .Input("config_global: string")
+    .Input("config_topic: string")
+    .Output("handle: variant")
+    .Attr("message_key: bool = false")
+    // A source that reads external, changing data: keep TF from constant
+    // folding or deduplicating it (TF's own source datasets do the same).
+    .SetIsStateful()
+    .SetShapeFn([](shape_inference::InferenceContext* c) {
+      shape_inference::ShapeHandle unused;
+      TF_RETURN_IF_ERROR(c->WithRank(c->input(0), 1, &unused));  // topics
+      TF_RETURN_IF_ERROR(c->WithRank(c->input(1), 0, &unused));  // servers
+      TF_RETURN_IF_ERROR(c->WithRank(c->input(2), 0, &unused));  // group
+      TF_RETURN_IF_ERROR(c->WithRank(c->input(3), 0, &unused));  // eof
+      TF_RETURN_IF_ERROR(c->WithRank(c->input(4), 0, &unused));  // timeout
+      TF_RETURN_IF_ERROR(c->WithRank(c->input(5), 1, &unused));  // config_g.
+      TF_RETURN_IF_ERROR(c->WithRank(c->input(6), 1, &unused));  // config_t.
+      return shape_inference::ScalarShape(c);
+    });
+
+REGISTER_KERNEL_BUILDER(Name("KdKafkaDataset").Device(DEVICE_CPU),
+                        KafkaDatasetOp);
+
+}  // namespace
+}  // namespace kafka_dataset
+}  // namespace data
+}  // namespace tensorflow

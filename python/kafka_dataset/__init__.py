@@ -1,0 +1,50 @@
+"""kafka_dataset: a tf.data source that streams Kafka partitions merged in timestamp order.
+
+    import kafka_dataset                     # also installs tf.data.KafkaDataset aliases
+    ds = kafka_dataset.KafkaDataset(["clicks:0", "clicks:1"], servers="localhost:9092", eof=True)
+
+After import, ``tf.data.KafkaDataset`` is :class:`KafkaDatasetV2` and
+``tf.compat.v1.data.KafkaDataset`` is :class:`KafkaDatasetV1` (with ``output_types``), so code
+written for DeepRec's ``tf.data.KafkaDataset`` runs unchanged. The op library
+``libkafka_dataset.so`` is loaded on first use (``$KAFKA_DATASET_LIBRARY`` overrides its path).
+"""
+
+import importlib
+
+import tensorflow as tf
+
+from kafka_dataset._loader import LibraryError, library_path, load_library
+from kafka_dataset.dataset import KafkaDataset, KafkaDatasetV1, KafkaDatasetV2
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "KafkaDataset",
+    "KafkaDatasetV1",
+    "KafkaDatasetV2",
+    "LibraryError",
+    "library_path",
+    "load_library",
+]
+
+
+def _install_aliases():
+    """tf.data.KafkaDataset (V2) and tf.compat.v1.data.KafkaDataset (V1), like TFRecordDataset."""
+    targets = (
+        ("tensorflow._api.v2.data", KafkaDatasetV2),
+        ("tensorflow._api.v2.compat.v2.data", KafkaDatasetV2),
+        ("tensorflow._api.v2.compat.v1.data", KafkaDatasetV1),
+    )
+    for module_name, cls in targets:
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError:
+            continue
+        setattr(module, "KafkaDataset", cls)
+    # Whatever the generated API layout, the public spellings must resolve.
+    tf.data.KafkaDataset = KafkaDatasetV2
+    tf.compat.v2.data.KafkaDataset = KafkaDatasetV2
+    tf.compat.v1.data.KafkaDataset = KafkaDatasetV1
+
+
+_install_aliases()

@@ -1,0 +1,75 @@
+"""Finds and loads ``libkafka_dataset.so`` (the op library) exactly once.
+
+The library is looked up beside this module; the environment variable
+``KAFKA_DATASET_LIBRARY`` overrides the path (a file, or a directory holding
+``libkafka_dataset.so``). Loading is lazy: ``import kafka_dataset`` works without
+the library (so the ``tf.data`` aliases exist and ``python -m kafka_dataset``
+can diagnose), and the first ``KafkaDataset(...)`` loads it.
+"""
+
+import inspect
+import os
+import threading
+
+ENV_VAR = "KAFKA_DATASET_LIBRARY"
+LIBRARY_NAME = "libkafka_dataset.so"
+OP_NAME = "KdKafkaDataset"
+OP_FUNCTION = "kd_kafka_dataset"
+
+_lock = threading.Lock()
+_ops = None
+
+
+class LibraryError(ImportError):
+    """The op library is missing, does not load, or registers no KdKafkaDataset op."""
+
+
+def library_path():
+    """The path the loader will try: ``$KAFKA_DATASET_LIBRARY`` or the file beside this module."""
+    override = os.environ.get(ENV_VAR)
+    if override:
+        override = os.path.expanduser(override)
+        if os.path.isdir(override):
+            return os.path.join(override, LIBRARY_NAME)
+        return override
+    return os.path.join(os.path.dirname(os.path.abspath(__file__)), LIBRARY_NAME)
+
+
+def load_library():
+    """Loads the op library (once per process) and returns its generated op module."""
+    global _ops
+    if _ops is not None:
+        return _ops
+    with _lock:
+        if _ops is not None:
+            return _ops
+        path = library_path()
+        source = ("from $%s" % ENV_VAR) if os.environ.get(ENV_VAR) else "beside the kafka_dataset package"
+        if not os.path.isfile(path):
+            raise LibraryError(
+                "kafka_dataset: the op library %s was not found (looked %s: %s). Build and install "
+                "it with `pip install --no-build-isolation .` from the project root, or point $%s "
+                "at a built libkafka_dataset.so." % (LIBRARY_NAME, source, path, ENV_VAR))
+        import tensorflow as tf  # deferred: importing TF is slow and not needed for path queries
+
+        try:
+            ops = tf.load_op_library(path)
+        except Exception as e:  # tf raises NotFoundError / RuntimeError with the dlopen message
+            raise LibraryError(
+                "kafka_dataset: failed to load the op library %s: %s (a library built against "
+                "another TensorFlow minor version does not load; this is TensorFlow %s)"
+                % (path, e, tf.__version__)) from e
+        if not hasattr(ops, OP_FUNCTION):
+            raise LibraryError(
+                "kafka_dataset: %s loaded but registers no %s op (was the C++ shim linked "
+                "+whole-archive?)" % (path, OP_NAME))
+        _ops = ops
+        return _ops
+
+
+def op_accepts(argument):
+    """Whether the generated op wrapper takes ``argument`` (e.g. the optional ``metadata`` attr)."""
+    try:
+        return argument in inspect.signature(getattr(load_library(), OP_FUNCTION)).parameters
+    except (TypeError, ValueError):
+        return False

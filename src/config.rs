@@ -1,0 +1,314 @@
+//! Consumer configuration: the one place that parses `Key=Value` lists, validates them with
+//! librdkafka, keeps secrets out of messages, and builds the consumer's `ClientConfig`.
+
+use std::ffi::{CStr, CString};
+use std::os::raw::c_char;
+
+use rdkafka::bindings as rd;
+use rdkafka::ClientConfig;
+
+use crate::error::{Error, Result};
+
+/// Which list an entry came from, for messages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scope {
+    /// `config_global`: client properties.
+    Global,
+    /// `config_topic`: topic properties.
+    Topic,
+}
+
+impl Scope {
+    fn name(self) -> &'static str {
+        match self {
+            Scope::Global => "config_global",
+            Scope::Topic => "config_topic",
+        }
+    }
+}
+
+/// One `Key=Value` property.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Property {
+    /// Property name as librdkafka knows it.
+    pub key: String,
+    /// Value, possibly a `${env:NAME}` / `${file:PATH}` reference resolved at consumer creation.
+    pub value: String,
+}
+
+/// The validated consumer settings of a dataset.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Settings {
+    /// `bootstrap.servers`.
+    pub servers: String,
+    /// `group.id`; empty = no group.
+    pub group: String,
+    /// User client properties, in order.
+    pub global: Vec<Property>,
+    /// User topic properties, in order.
+    pub topic: Vec<Property>,
+}
+
+/// Whether a property's value must never be shown (passwords, secrets, key material, tokens).
+pub fn is_secret_key(key: &str) -> bool {
+    let key = key.to_ascii_lowercase();
+    [
+        "password", "secret", "token", "jaas", "credential", "key.pem", "keystore", "oauthbearer.config",
+    ]
+    .iter()
+    .any(|needle| key.contains(needle))
+}
+
+/// A value as it may appear in a message: secrets and references are never shown.
+fn shown_value(key: &str, value: &str) -> String {
+    if is_secret_key(key) {
+        "<redacted>".into()
+    } else {
+        format!("\"{value}\"")
+    }
+}
+
+fn is_reference(value: &str) -> bool {
+    (value.starts_with("${env:") || value.starts_with("${file:")) && value.ends_with('}')
+}
+
+/// Properties that the reader's semantics depend on; the user may not change them.
+const RESERVED: &[&str] = &[
+    "enable.partition.eof",
+    "enable.auto.offset.store",
+    "enable.auto.commit",
+];
+
+enum Check {
+    Ok,
+    Unknown,
+    Invalid(String),
+}
+
+/// Asks librdkafka whether `key=value` is acceptable in `scope`.
+fn librdkafka_check(scope: Scope, key: &CStr, value: &CStr) -> Check {
+    let mut errstr = [0 as c_char; 512];
+    // SAFETY: plain librdkafka calls on objects created and destroyed here; strings are
+    // NUL-terminated and errstr has the size we pass.
+    let res = unsafe {
+        match scope {
+            Scope::Global => {
+                let conf = rd::rd_kafka_conf_new();
+                let res = rd::rd_kafka_conf_set(
+                    conf,
+                    key.as_ptr(),
+                    value.as_ptr(),
+                    errstr.as_mut_ptr(),
+                    errstr.len(),
+                );
+                rd::rd_kafka_conf_destroy(conf);
+                res
+            }
+            Scope::Topic => {
+                let conf = rd::rd_kafka_topic_conf_new();
+                let res = rd::rd_kafka_topic_conf_set(
+                    conf,
+                    key.as_ptr(),
+                    value.as_ptr(),
+                    errstr.as_mut_ptr(),
+                    errstr.len(),
+                );
+                rd::rd_kafka_topic_conf_destroy(conf);
+                res
+            }
+        }
+    };
+    match res {
+        rd::rd_kafka_conf_res_t::RD_KAFKA_CONF_OK => Check::Ok,
+        rd::rd_kafka_conf_res_t::RD_KAFKA_CONF_UNKNOWN => Check::Unknown,
+        _ => {
+            // SAFETY: librdkafka NUL-terminates errstr.
+            let why = unsafe { CStr::from_ptr(errstr.as_ptr()) }.to_string_lossy().into_owned();
+            Check::Invalid(why)
+        }
+    }
+}
+
+fn parse_property(scope: Scope, index: usize, item: &str) -> Result<Property> {
+    let at = || format!("{}[{index}]", scope.name());
+    let Some((key, value)) = item.split_once('=') else {
+        // Without '=', the whole item might be a secret: show only its length.
+        return Err(Error::invalid(format!(
+            "{}: expected Key=Value, got an item of {} characters without '='",
+            at(),
+            item.len()
+        )));
+    };
+    let key = key.trim();
+    if key.is_empty() {
+        return Err(Error::invalid(format!("{}: empty key before '='", at())));
+    }
+    if RESERVED.contains(&key) {
+        return Err(Error::invalid(format!(
+            "{} \"{key}\": set by kafka-dataset itself (its offset and end-of-partition semantics depend on it)",
+            at()
+        )));
+    }
+    let bad_char = || Error::invalid(format!("{} \"{key}\": contains a NUL byte", at()));
+    let c_key = CString::new(key).map_err(|_| bad_char())?;
+    let c_value = CString::new(value).map_err(|_| bad_char())?;
+    let check = if is_reference(value) {
+        // The referenced value is only read at consumer creation; check the key alone now: an
+        // empty value is either accepted or refused as invalid, but only unknown keys say so.
+        match librdkafka_check(scope, &c_key, c"") {
+            Check::Invalid(_) => Check::Ok,
+            other => other,
+        }
+    } else {
+        librdkafka_check(scope, &c_key, &c_value)
+    };
+    match check {
+        Check::Ok => Ok(Property {
+            key: key.to_string(),
+            value: value.to_string(),
+        }),
+        Check::Unknown => Err(Error::invalid(format!(
+            "{} \"{key}\": unknown {} property",
+            at(),
+            if scope == Scope::Global { "client" } else { "topic" }
+        ))),
+        Check::Invalid(why) => {
+            let why = if is_secret_key(key) {
+                String::new()
+            } else {
+                format!(": {why}")
+            };
+            Err(Error::invalid(format!(
+                "{} \"{key}\": invalid value {}{why}",
+                at(),
+                shown_value(key, value)
+            )))
+        }
+    }
+}
+
+/// Parses and validates a `Key=Value` list (split at the first `=`).
+pub fn parse_properties(scope: Scope, items: &[String]) -> Result<Vec<Property>> {
+    items
+        .iter()
+        .enumerate()
+        .filter(|(_, item)| !item.trim().is_empty())
+        .map(|(i, item)| parse_property(scope, i, item))
+        .collect()
+}
+
+impl Settings {
+    /// Validates everything that can be checked without a broker.
+    pub fn new(servers: &str, group: &str, global: &[String], topic: &[String]) -> Result<Self> {
+        let servers = servers.trim();
+        if servers.is_empty() {
+            return Err(Error::invalid("servers is empty: give host:port[,host:port...]"));
+        }
+        Ok(Settings {
+            servers: servers.to_string(),
+            group: group.to_string(),
+            global: parse_properties(Scope::Global, global)?,
+            topic: parse_properties(Scope::Topic, topic)?,
+        })
+    }
+
+    /// Builds the consumer configuration: our defaults, then the user's properties (with
+    /// `${env:..}`/`${file:..}` resolved now), then `servers`/`group`, then what our semantics
+    /// require. `streams` sizes the per-partition queue budget.
+    pub fn client_config(&self, streams: usize) -> Result<ClientConfig> {
+        let mut config = ClientConfig::new();
+        // Defaults the user may override.
+        config.set("client.id", "kafka-dataset");
+        // A position below the log start is DataLoss unless the user opts into a reset policy.
+        config.set("auto.offset.reset", "error");
+        // librdkafka 2.x pauses fetching 1 s whenever its queue passes the minimum; never pause.
+        config.set("fetch.queue.backoff.ms", "0");
+        // With one queue per partition these limits apply per partition: split a 256 MiB budget.
+        let per_partition_kb = (256 * 1024 / streams.max(1)).clamp(1024, 65536);
+        config.set("queued.max.messages.kbytes", per_partition_kb.to_string());
+        for p in self.global.iter().chain(&self.topic) {
+            config.set(&p.key, resolve_reference(&p.key, &p.value)?);
+        }
+        config.set("bootstrap.servers", &self.servers);
+        if !self.group.is_empty() {
+            config.set("group.id", &self.group);
+        }
+        // Offsets advance only when an element is emitted; librdkafka never stores or commits
+        // on its own, and end-of-partition events drive `eof` and the idle rule.
+        config.set("enable.partition.eof", "true");
+        config.set("enable.auto.commit", "false");
+        config.set("enable.auto.offset.store", "false");
+        Ok(config)
+    }
+}
+
+/// Resolves `${env:NAME}` and `${file:PATH}`; other values pass through. Errors name the
+/// property and the variable or file, never the value.
+pub fn resolve_reference(key: &str, value: &str) -> Result<String> {
+    if !is_reference(value) {
+        return Ok(value.to_string());
+    }
+    let inner = &value[2..value.len() - 1];
+    if let Some(name) = inner.strip_prefix("env:") {
+        std::env::var(name).map_err(|_| {
+            Error::invalid(format!(
+                "config \"{key}\": environment variable {name} is not set"
+            ))
+        })
+    } else {
+        let path = &inner["file:".len()..];
+        std::fs::read_to_string(path)
+            .map(|s| s.trim_end_matches(['\r', '\n']).to_string())
+            .map_err(|e| Error::invalid(format!("config \"{key}\": cannot read file {path}: {e}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn items(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn splits_at_first_equals_and_accepts_known_keys() {
+        let p = parse_properties(Scope::Global, &items(&["sasl.jaas.config=a=b", "fetch.wait.max.ms=10"]));
+        // sasl.jaas.config is not a librdkafka key, so this must fail naming it, without its value.
+        let err = p.unwrap_err();
+        assert!(err.message.contains("sasl.jaas.config") && !err.message.contains("a=b"), "{err}");
+        let p = parse_properties(Scope::Global, &items(&["client.id=x=y", "fetch.wait.max.ms=10"])).unwrap();
+        assert_eq!(p[0].value, "x=y");
+        let p = parse_properties(Scope::Topic, &items(&["auto.offset.reset=earliest"])).unwrap();
+        assert_eq!(p[0].key, "auto.offset.reset");
+    }
+
+    #[test]
+    fn rejects_bad_items_naming_them() {
+        let e = parse_properties(Scope::Global, &items(&["no.such.key=1"])).unwrap_err();
+        assert!(e.message.contains("config_global[0] \"no.such.key\": unknown"), "{e}");
+        let e = parse_properties(Scope::Global, &items(&["fetch.wait.max.ms=abc"])).unwrap_err();
+        assert!(e.message.contains("fetch.wait.max.ms") && e.message.contains("abc"), "{e}");
+        let e = parse_properties(Scope::Topic, &items(&["auto.offset.reset=sideways"])).unwrap_err();
+        assert!(e.message.contains("config_topic[0] \"auto.offset.reset\""), "{e}");
+        let e = parse_properties(Scope::Global, &items(&["novalue"])).unwrap_err();
+        assert!(e.message.contains("without '='"), "{e}");
+        let e = parse_properties(Scope::Global, &items(&["enable.partition.eof=false"])).unwrap_err();
+        assert!(e.message.contains("enable.partition.eof"), "{e}");
+        assert!(Settings::new("  ", "", &[], &[]).is_err());
+    }
+
+    #[test]
+    fn secrets_never_appear() {
+        let e = parse_properties(Scope::Global, &items(&["sasl.mechanism=PLAIN", "ssl.key.password"])).unwrap_err();
+        assert!(!e.message.contains("ssl.key.password"));
+        // A secret with a bad value: key named, value hidden.
+        let e = parse_properties(Scope::Global, &items(&["sasl.password=\u{0}hunter2"])).unwrap_err();
+        assert!(!e.message.contains("hunter2"), "{e}");
+        std::env::set_var("KD_TEST_SECRET", "hunter2");
+        let p = parse_properties(Scope::Global, &items(&["sasl.password=${env:KD_TEST_SECRET}"])).unwrap();
+        assert_eq!(resolve_reference(&p[0].key, &p[0].value).unwrap(), "hunter2");
+        let e = resolve_reference("sasl.password", "${env:KD_TEST_MISSING}").unwrap_err();
+        assert!(e.message.contains("KD_TEST_MISSING") && e.message.contains("sasl.password"));
+    }
+}

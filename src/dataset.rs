@@ -1,0 +1,53 @@
+//! A validated dataset definition: everything the op's inputs say, checked without a broker.
+
+use std::time::Duration;
+
+use crate::config::Settings;
+use crate::error::{Error, Result};
+use crate::spec::{parse_entries, Entry};
+
+/// The dataset's inputs, parsed and validated. Immutable and shared by all its iterators.
+#[derive(Clone, Debug)]
+pub struct DatasetSpec {
+    /// Subscription entries in the given order.
+    pub entries: Vec<Entry>,
+    /// Consumer settings.
+    pub settings: Settings,
+    /// End at the end of each partition's log.
+    pub eof: bool,
+    /// Wait slice and idle deadline.
+    pub timeout: Duration,
+}
+
+impl DatasetSpec {
+    /// Validates the constructor arguments (DESIGN.md §2.1, §2.6, §2.7).
+    pub fn new(
+        topics: &[String],
+        servers: &str,
+        group: &str,
+        eof: bool,
+        timeout_ms: i64,
+        config_global: &[String],
+        config_topic: &[String],
+    ) -> Result<Self> {
+        if timeout_ms <= 0 {
+            return Err(Error::invalid(format!(
+                "timeout must be > 0 milliseconds, got {timeout_ms}"
+            )));
+        }
+        let entries = parse_entries(topics)?;
+        let settings = Settings::new(servers, group, config_global, config_topic)?;
+        Ok(DatasetSpec {
+            entries,
+            settings,
+            eof,
+            timeout: Duration::from_millis(timeout_ms as u64),
+        })
+    }
+
+    /// Deadline for metadata requests at iterator start, after which brokers count as
+    /// unreachable.
+    pub fn metadata_deadline(&self) -> Duration {
+        (self.timeout * 2).max(Duration::from_secs(10))
+    }
+}

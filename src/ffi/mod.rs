@@ -1,0 +1,366 @@
+//! The C ABI (conventions of rustls-ffi): `kd_<object>_<verb>`, opaque handles with
+//! `_new`/`_free`, every fallible call returns an owned `kd_error*` (NULL = ok), out-params are
+//! written only on success, NULL arguments are errors, and one `catch_unwind` boundary turns a
+//! panic into an Internal error. Borrowed views stay valid until the next call on the same
+//! handle.
+
+#![allow(non_camel_case_types)]
+
+use std::os::raw::c_char;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::time::Duration;
+
+use crate::dataset::DatasetSpec;
+use crate::error::{kd_code, Error, ErrorKind};
+use crate::reader::{Next, Reader};
+
+/// An owned error: a status code and a message. Free with [`kd_error_free`].
+pub struct kd_error {
+    code: kd_code,
+    message: String,
+}
+
+/// A validated, immutable dataset definition; safe to share between threads.
+pub struct kd_dataset {
+    spec: DatasetSpec,
+}
+
+/// One iterator: consumer, merge and position. Calls on one reader must be serialized.
+pub struct kd_reader {
+    reader: Reader,
+}
+
+/// Borrowed bytes; `data` may be NULL when `len` is 0.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct kd_bytes {
+    /// First byte.
+    pub data: *const u8,
+    /// Number of bytes.
+    pub len: usize,
+}
+
+/// Borrowed UTF-8 text, not NUL-terminated; `data` may be NULL when `len` is 0.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct kd_str {
+    /// First byte.
+    pub data: *const c_char,
+    /// Number of bytes.
+    pub len: usize,
+}
+
+/// The constructor arguments of a dataset, all borrowed for the duration of
+/// [`kd_dataset_new`]. Arrays may be NULL when their length is 0.
+#[repr(C)]
+pub struct kd_dataset_options {
+    /// Subscription entries `topic:partition:offset:last`.
+    pub topics: *const kd_str,
+    /// Number of entries.
+    pub topics_len: usize,
+    /// Bootstrap servers.
+    pub servers: kd_str,
+    /// Consumer group id; empty for none.
+    pub group: kd_str,
+    /// End at the end of each partition's log.
+    pub eof: bool,
+    /// Wait slice and idle deadline, in ms (> 0).
+    pub timeout_ms: i64,
+    /// Client properties `Key=Value`.
+    pub config_global: *const kd_str,
+    /// Number of client properties.
+    pub config_global_len: usize,
+    /// Topic properties `Key=Value`.
+    pub config_topic: *const kd_str,
+    /// Number of topic properties.
+    pub config_topic_len: usize,
+}
+
+/// What [`kd_reader_next`] produced.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum kd_next_status {
+    /// `*out_message` holds the next element.
+    KD_NEXT_ELEMENT = 0,
+    /// Nothing within `max_wait_ms`; check for cancellation and call again.
+    KD_NEXT_PENDING = 1,
+    /// End of sequence; further calls keep returning it.
+    KD_NEXT_END = 2,
+}
+
+/// One element. Every view is borrowed from the reader and valid until the next call on it.
+#[repr(C)]
+pub struct kd_message_view {
+    /// Message value (a null payload has `len` 0).
+    pub value: kd_bytes,
+    /// Message key (a null key has `len` 0).
+    pub key: kd_bytes,
+    /// Topic name.
+    pub topic: kd_str,
+    /// Partition.
+    pub partition: i32,
+    /// Offset.
+    pub offset: i64,
+    /// Timestamp in ms used for ordering (the partition time for messages without one).
+    pub timestamp: i64,
+}
+
+fn new_error(err: Error) -> *mut kd_error {
+    Box::into_raw(Box::new(kd_error {
+        code: err.kind.code(),
+        message: err.message,
+    }))
+}
+
+fn null_argument(name: &str) -> Error {
+    Error::invalid(format!("kafka-dataset C API: argument `{name}` is NULL"))
+}
+
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into())
+}
+
+/// The one panic boundary: runs `f`, turning an `Err` or a panic into an owned `kd_error*`.
+fn boundary(f: impl FnOnce() -> Result<(), Error>) -> *mut kd_error {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(Ok(())) => std::ptr::null_mut(),
+        Ok(Err(err)) => new_error(err),
+        Err(payload) => new_error(Error::new(
+            ErrorKind::Internal,
+            format!("kafka-dataset bug (Rust panic): {}", panic_message(payload.as_ref())),
+        )),
+    }
+}
+
+/// Copies a borrowed string, naming `what` when it is not UTF-8.
+///
+/// # Safety
+/// `s.data` must point to `s.len` readable bytes unless `s.len` is 0.
+unsafe fn read_str(s: kd_str, what: &str) -> Result<String, Error> {
+    if s.len == 0 {
+        return Ok(String::new());
+    }
+    if s.data.is_null() {
+        return Err(null_argument(what));
+    }
+    let bytes = std::slice::from_raw_parts(s.data as *const u8, s.len);
+    String::from_utf8(bytes.to_vec()).map_err(|_| Error::invalid(format!("{what} is not valid UTF-8")))
+}
+
+/// # Safety
+/// `items` must point to `len` valid `kd_str` unless `len` is 0.
+unsafe fn read_strs(items: *const kd_str, len: usize, what: &str) -> Result<Vec<String>, Error> {
+    if len == 0 {
+        return Ok(Vec::new());
+    }
+    if items.is_null() {
+        return Err(null_argument(what));
+    }
+    std::slice::from_raw_parts(items, len)
+        .iter()
+        .enumerate()
+        .map(|(i, s)| read_str(*s, &format!("{what}[{i}]")))
+        .collect()
+}
+
+fn view_bytes(b: Option<&Vec<u8>>) -> kd_bytes {
+    match b {
+        Some(v) => kd_bytes { data: v.as_ptr(), len: v.len() },
+        None => kd_bytes { data: std::ptr::null(), len: 0 },
+    }
+}
+
+/// The status code of `error` (`KD_CODE_INTERNAL` for NULL).
+///
+/// # Safety
+/// `error` must be NULL or a live error from this library.
+#[no_mangle]
+pub unsafe extern "C" fn kd_error_code(error: *const kd_error) -> kd_code {
+    match error.as_ref() {
+        Some(e) => e.code,
+        None => kd_code::KD_CODE_INTERNAL,
+    }
+}
+
+/// The message of `error`, borrowed until [`kd_error_free`].
+///
+/// # Safety
+/// `error` must be NULL or a live error from this library.
+#[no_mangle]
+pub unsafe extern "C" fn kd_error_message(error: *const kd_error) -> kd_str {
+    match error.as_ref() {
+        Some(e) => kd_str { data: e.message.as_ptr() as *const c_char, len: e.message.len() },
+        None => kd_str { data: std::ptr::null(), len: 0 },
+    }
+}
+
+/// Frees an error. NULL is ignored.
+///
+/// # Safety
+/// `error` must be NULL or an error from this library not yet freed.
+#[no_mangle]
+pub unsafe extern "C" fn kd_error_free(error: *mut kd_error) {
+    if !error.is_null() {
+        let _ = catch_unwind(AssertUnwindSafe(|| drop(Box::from_raw(error))));
+    }
+}
+
+/// Parses and validates everything that can be checked without a broker: entries, config,
+/// timeout, servers. On success writes a new dataset to `*out_dataset`.
+///
+/// # Safety
+/// `options` must point to valid options whose views are readable for this call; `out_dataset`
+/// must be writable.
+#[no_mangle]
+pub unsafe extern "C" fn kd_dataset_new(
+    options: *const kd_dataset_options,
+    out_dataset: *mut *mut kd_dataset,
+) -> *mut kd_error {
+    boundary(|| {
+        let options = options.as_ref().ok_or_else(|| null_argument("options"))?;
+        if out_dataset.is_null() {
+            return Err(null_argument("out_dataset"));
+        }
+        let spec = DatasetSpec::new(
+            &read_strs(options.topics, options.topics_len, "topics")?,
+            &read_str(options.servers, "servers")?,
+            &read_str(options.group, "group")?,
+            options.eof,
+            options.timeout_ms,
+            &read_strs(options.config_global, options.config_global_len, "config_global")?,
+            &read_strs(options.config_topic, options.config_topic_len, "config_topic")?,
+        )?;
+        *out_dataset = Box::into_raw(Box::new(kd_dataset { spec }));
+        Ok(())
+    })
+}
+
+/// Frees a dataset. NULL is ignored. Readers created from it stay valid.
+///
+/// # Safety
+/// `dataset` must be NULL or a dataset from this library not yet freed.
+#[no_mangle]
+pub unsafe extern "C" fn kd_dataset_free(dataset: *mut kd_dataset) {
+    if !dataset.is_null() {
+        let _ = catch_unwind(AssertUnwindSafe(|| drop(Box::from_raw(dataset))));
+    }
+}
+
+/// Connects, resolves the dataset's streams (all-partitions form, named starts) and starts
+/// reading. On success writes a new reader to `*out_reader`.
+///
+/// # Safety
+/// `dataset` must be a live dataset; `out_reader` must be writable.
+#[no_mangle]
+pub unsafe extern "C" fn kd_reader_new(
+    dataset: *const kd_dataset,
+    out_reader: *mut *mut kd_reader,
+) -> *mut kd_error {
+    boundary(|| {
+        let dataset = dataset.as_ref().ok_or_else(|| null_argument("dataset"))?;
+        if out_reader.is_null() {
+            return Err(null_argument("out_reader"));
+        }
+        let reader = Reader::new(&dataset.spec)?;
+        *out_reader = Box::into_raw(Box::new(kd_reader { reader }));
+        Ok(())
+    })
+}
+
+/// Waits at most `max_wait_ms` for the next element. On success writes `*out_status` and, for
+/// `KD_NEXT_ELEMENT`, `*out_message` (borrowed until the next call on `reader`). After an
+/// error the reader may be called again.
+///
+/// # Safety
+/// `reader` must be a live reader not used concurrently; the out-params must be writable.
+#[no_mangle]
+pub unsafe extern "C" fn kd_reader_next(
+    reader: *mut kd_reader,
+    max_wait_ms: u32,
+    out_status: *mut kd_next_status,
+    out_message: *mut kd_message_view,
+) -> *mut kd_error {
+    boundary(|| {
+        let reader = &mut reader.as_mut().ok_or_else(|| null_argument("reader"))?.reader;
+        if out_status.is_null() || out_message.is_null() {
+            return Err(null_argument("out_status/out_message"));
+        }
+        let next = reader.next(Duration::from_millis(max_wait_ms as u64))?;
+        let status = match next {
+            Next::Element => {
+                let (m, stream) = reader.current();
+                *out_message = kd_message_view {
+                    value: view_bytes(m.value.as_ref()),
+                    key: view_bytes(m.key.as_ref()),
+                    topic: kd_str { data: stream.topic.as_ptr() as *const c_char, len: stream.topic.len() },
+                    partition: stream.partition,
+                    offset: m.offset,
+                    timestamp: m.timestamp,
+                };
+                kd_next_status::KD_NEXT_ELEMENT
+            }
+            Next::Pending => kd_next_status::KD_NEXT_PENDING,
+            Next::End => kd_next_status::KD_NEXT_END,
+        };
+        *out_status = status;
+        Ok(())
+    })
+}
+
+/// Serializes the reader's position (next unemitted offset per stream). On success writes a
+/// view valid until the next call on `reader`.
+///
+/// # Safety
+/// `reader` must be a live reader not used concurrently; `out_state` must be writable.
+#[no_mangle]
+pub unsafe extern "C" fn kd_reader_save(reader: *mut kd_reader, out_state: *mut kd_bytes) -> *mut kd_error {
+    boundary(|| {
+        let reader = &mut reader.as_mut().ok_or_else(|| null_argument("reader"))?.reader;
+        if out_state.is_null() {
+            return Err(null_argument("out_state"));
+        }
+        let bytes = reader.save();
+        *out_state = kd_bytes { data: bytes.as_ptr(), len: bytes.len() };
+        Ok(())
+    })
+}
+
+/// Checks a saved state against the dataset (FailedPrecondition naming the difference) and
+/// moves the reader to it.
+///
+/// # Safety
+/// `reader` must be a live reader not used concurrently; `state` must point to `state_len`
+/// readable bytes.
+#[no_mangle]
+pub unsafe extern "C" fn kd_reader_restore(
+    reader: *mut kd_reader,
+    state: *const u8,
+    state_len: usize,
+) -> *mut kd_error {
+    boundary(|| {
+        let reader = &mut reader.as_mut().ok_or_else(|| null_argument("reader"))?.reader;
+        let bytes = if state_len == 0 {
+            &[][..]
+        } else if state.is_null() {
+            return Err(null_argument("state"));
+        } else {
+            std::slice::from_raw_parts(state, state_len)
+        };
+        reader.restore(bytes)
+    })
+}
+
+/// Frees a reader (closes its consumer). NULL is ignored.
+///
+/// # Safety
+/// `reader` must be NULL or a reader from this library not yet freed.
+#[no_mangle]
+pub unsafe extern "C" fn kd_reader_free(reader: *mut kd_reader) {
+    if !reader.is_null() {
+        let _ = catch_unwind(AssertUnwindSafe(|| drop(Box::from_raw(reader))));
+    }
+}

@@ -1,0 +1,572 @@
+//! One iterator's reader: a single rdkafka `BaseConsumer` with one queue per partition, the
+//! time-ordered merge on top, and the position it saves and restores.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::{Condvar, Mutex};
+use rdkafka::consumer::base_consumer::PartitionQueue;
+use rdkafka::consumer::{BaseConsumer, Consumer, DefaultConsumerContext};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{BorrowedMessage, Message as _};
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::{Offset, TopicPartitionList};
+
+use crate::dataset::DatasetSpec;
+use crate::error::{Error, ErrorKind, Result};
+use crate::merge::{decide, Decision, Gate};
+use crate::spec::{resolve_streams, Cluster, Start, StreamSpec};
+use crate::state::{check_identity, decode, encode, State, StreamState};
+
+type Queue = PartitionQueue<DefaultConsumerContext>;
+
+/// One emitted element, owned by the reader until the next call.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Message {
+    /// Index of the stream it came from.
+    pub stream: usize,
+    /// Offset in its partition.
+    pub offset: i64,
+    /// Timestamp used for ordering (ms; the partition time when the message had none).
+    pub timestamp: i64,
+    /// Key bytes (`None` for a null key).
+    pub key: Option<Vec<u8>>,
+    /// Value bytes (`None` for a null payload).
+    pub value: Option<Vec<u8>>,
+}
+
+/// Result of [`Reader::next`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Next {
+    /// The next element in merge order is [`Reader::current`].
+    Element,
+    /// Nothing yet within the wait; call again.
+    Pending,
+    /// Every stream has ended.
+    End,
+}
+
+/// Wakes a waiting reader when any of its queues becomes non-empty.
+#[derive(Default)]
+struct Wake {
+    generation: Mutex<u64>,
+    cond: Condvar,
+}
+
+impl Wake {
+    fn notify(&self) {
+        *self.generation.lock() += 1;
+        self.cond.notify_all();
+    }
+    fn generation(&self) -> u64 {
+        *self.generation.lock()
+    }
+    /// Waits until the generation moves past `seen` or `until` passes.
+    fn wait(&self, seen: u64, until: Instant) {
+        let mut generation = self.generation.lock();
+        while *generation == seen {
+            if self.cond.wait_until(&mut generation, until).timed_out() {
+                return;
+            }
+        }
+    }
+}
+
+struct Stream {
+    spec: StreamSpec,
+    /// Index of the range being read.
+    range: usize,
+    /// Next offset not yet emitted.
+    next_offset: i64,
+    finished: bool,
+    /// Largest timestamp emitted (saved).
+    emitted_time: i64,
+    /// Largest timestamp fetched (gives messages without a timestamp their time).
+    fetched_time: i64,
+    head: Option<Message>,
+    caught_up_since: Option<Instant>,
+}
+
+impl Stream {
+    fn from_state(state: StreamState) -> Self {
+        let range = state
+            .spec
+            .ranges
+            .iter()
+            .position(|r| !r.is_past(state.next_offset))
+            .unwrap_or(state.spec.ranges.len());
+        let mut stream = Stream {
+            range,
+            next_offset: state.next_offset,
+            finished: state.finished || range == state.spec.ranges.len(),
+            emitted_time: state.partition_time,
+            fetched_time: state.partition_time,
+            head: None,
+            caught_up_since: None,
+            spec: state.spec,
+        };
+        if let Some(r) = stream.spec.ranges.get(stream.range) {
+            stream.next_offset = stream.next_offset.max(r.start);
+        }
+        stream
+    }
+
+    fn gate(&self) -> Gate {
+        Gate {
+            head: self.head.as_ref().map(|m| (m.timestamp, m.offset)),
+            finished: self.finished,
+            caught_up_since: self.caught_up_since,
+        }
+    }
+
+    /// Moves past the current range. Returns the offset to seek to, if the next range does not
+    /// start where the previous one ended; marks the stream finished after the last range.
+    fn advance_range(&mut self) -> Option<i64> {
+        self.range += 1;
+        match self.spec.ranges.get(self.range) {
+            Some(r) => {
+                let seek = (r.start > self.next_offset).then_some(r.start);
+                self.next_offset = self.next_offset.max(r.start);
+                seek
+            }
+            None => {
+                self.finished = true;
+                None
+            }
+        }
+    }
+}
+
+/// One iterator's consumer and merge state. Not thread-safe; the caller serializes calls.
+pub struct Reader {
+    spec: DatasetSpec,
+    streams: Vec<Stream>,
+    // Field order matters: queues must drop before the consumer they borrow from.
+    queues: Vec<Option<Queue>>,
+    consumer: Arc<BaseConsumer>,
+    wake: Arc<Wake>,
+    current: Message,
+    last_emitted_time: i64,
+    late: u64,
+    saved: Vec<u8>,
+}
+
+fn kafka_error(context: &str, err: &KafkaError) -> Error {
+    let kind = match err.rdkafka_error_code() {
+        Some(RDKafkaErrorCode::UnknownTopicOrPartition)
+        | Some(RDKafkaErrorCode::UnknownTopic)
+        | Some(RDKafkaErrorCode::UnknownPartition) => ErrorKind::NotFound,
+        Some(RDKafkaErrorCode::TopicAuthorizationFailed)
+        | Some(RDKafkaErrorCode::GroupAuthorizationFailed)
+        | Some(RDKafkaErrorCode::ClusterAuthorizationFailed) => ErrorKind::PermissionDenied,
+        Some(RDKafkaErrorCode::Authentication)
+        | Some(RDKafkaErrorCode::SaslAuthenticationFailed) => ErrorKind::Unauthenticated,
+        Some(RDKafkaErrorCode::OperationTimedOut)
+        | Some(RDKafkaErrorCode::AllBrokersDown)
+        | Some(RDKafkaErrorCode::BrokerTransportFailure)
+        | Some(RDKafkaErrorCode::Resolve) => ErrorKind::Unavailable,
+        _ => ErrorKind::Internal,
+    };
+    let what = match err.rdkafka_error_code() {
+        Some(code) => code.to_string(),
+        None => "client error".to_string(),
+    };
+    Error::new(kind, format!("{context}: {what}"))
+}
+
+/// Whether a consumption error ends the read (otherwise librdkafka retries by itself).
+fn is_fatal(err: &KafkaError) -> bool {
+    matches!(
+        err.rdkafka_error_code(),
+        Some(RDKafkaErrorCode::UnknownTopicOrPartition)
+            | Some(RDKafkaErrorCode::UnknownTopic)
+            | Some(RDKafkaErrorCode::UnknownPartition)
+            | Some(RDKafkaErrorCode::TopicAuthorizationFailed)
+            | Some(RDKafkaErrorCode::GroupAuthorizationFailed)
+            | Some(RDKafkaErrorCode::ClusterAuthorizationFailed)
+            | Some(RDKafkaErrorCode::Authentication)
+            | Some(RDKafkaErrorCode::SaslAuthenticationFailed)
+            | Some(RDKafkaErrorCode::AutoOffsetReset)
+            | Some(RDKafkaErrorCode::Fatal)
+    ) || matches!(err, KafkaError::MessageConsumptionFatal(_))
+}
+
+fn create_consumer(spec: &DatasetSpec, streams: usize, wake: Option<Arc<Wake>>) -> Result<BaseConsumer> {
+    let config = spec.settings.client_config(streams)?;
+    let mut consumer: BaseConsumer = config.create().map_err(|e| match e {
+        // The configuration was validated when the dataset was built; what is left is, e.g., an
+        // unreadable certificate file. librdkafka's text names the property, not secret values.
+        KafkaError::ClientCreation(why) => {
+            Error::invalid(format!("cannot create the Kafka consumer: {why}"))
+        }
+        KafkaError::ClientConfig(_, _, key, _) => {
+            Error::invalid(format!("config \"{key}\": rejected by librdkafka"))
+        }
+        other => kafka_error("cannot create the Kafka consumer", &other),
+    })?;
+    if let Some(wake) = wake {
+        consumer.set_nonempty_callback(move || wake.notify());
+    }
+    Ok(consumer)
+}
+
+/// Resolution against the live cluster through a short-lived consumer.
+struct LiveCluster<'a> {
+    consumer: &'a BaseConsumer,
+    deadline: Duration,
+}
+
+impl Cluster for LiveCluster<'_> {
+    fn partition_count(&mut self, topic: &str) -> Result<i32> {
+        let metadata = self
+            .consumer
+            .fetch_metadata(Some(topic), self.deadline)
+            .map_err(|e| {
+                let mut err = kafka_error(&format!("metadata for topic \"{topic}\""), &e);
+                if err.kind == ErrorKind::Unavailable {
+                    err.message = format!(
+                        "brokers unreachable: no metadata for topic \"{topic}\" within {} ms ({})",
+                        self.deadline.as_millis(),
+                        err.message
+                    );
+                }
+                err
+            })?;
+        let Some(t) = metadata.topics().iter().find(|t| t.name() == topic) else {
+            return Err(Error::new(ErrorKind::NotFound, format!("topic \"{topic}\" does not exist")));
+        };
+        if let Some(err) = t.error() {
+            let code = RDKafkaErrorCode::from(err);
+            let mut e = kafka_error(&format!("topic \"{topic}\""), &KafkaError::MetadataFetch(code));
+            if e.kind == ErrorKind::NotFound {
+                e.message = format!("topic \"{topic}\" does not exist");
+            }
+            return Err(e);
+        }
+        if t.partitions().is_empty() {
+            return Err(Error::new(ErrorKind::NotFound, format!("topic \"{topic}\" does not exist (no partitions)")));
+        }
+        Ok(t.partitions().len() as i32)
+    }
+
+    fn resolve_start(&mut self, topic: &str, partition: i32, start: Start) -> Result<i64> {
+        let name = format!("{topic}:{partition}");
+        let watermarks = |c: &BaseConsumer| {
+            c.fetch_watermarks(topic, partition, self.deadline)
+                .map_err(|e| kafka_error(&format!("watermarks of {name}"), &e))
+        };
+        match start {
+            Start::Offset(o) => Ok(o),
+            Start::Beginning => Ok(watermarks(self.consumer)?.0),
+            Start::End => Ok(watermarks(self.consumer)?.1),
+            Start::Timestamp(ms) => {
+                let mut tpl = TopicPartitionList::new();
+                tpl.add_partition_offset(topic, partition, Offset::Offset(ms))
+                    .map_err(|e| kafka_error(&name, &e))?;
+                let found = self
+                    .consumer
+                    .offsets_for_times(tpl, self.deadline)
+                    .map_err(|e| kafka_error(&format!("offsets for time @{ms} of {name}"), &e))?;
+                let element = found.find_partition(topic, partition);
+                match element.map(|e| (e.offset(), e.error())) {
+                    Some((_, Err(e))) => Err(kafka_error(&format!("offsets for time @{ms} of {name}"), &e)),
+                    Some((Offset::Offset(o), Ok(()))) if o >= 0 => Ok(o),
+                    // No message at or after the time: start at the end of the log.
+                    _ => Ok(watermarks(self.consumer)?.1),
+                }
+            }
+        }
+    }
+}
+
+impl Reader {
+    /// Connects, resolves the dataset's entries into streams and starts reading at their
+    /// start offsets.
+    pub fn new(spec: &DatasetSpec) -> Result<Self> {
+        let streams = {
+            let probe = create_consumer(spec, spec.entries.len(), None)?;
+            let mut cluster = LiveCluster {
+                consumer: &probe,
+                deadline: spec.metadata_deadline(),
+            };
+            resolve_streams(&spec.entries, &mut cluster)?
+        };
+        let state = State {
+            streams: streams
+                .into_iter()
+                .map(|spec| StreamState {
+                    next_offset: spec.ranges[0].start,
+                    spec,
+                    finished: false,
+                    partition_time: -1,
+                })
+                .collect(),
+        };
+        Self::start(spec.clone(), state)
+    }
+
+    fn start(spec: DatasetSpec, state: State) -> Result<Self> {
+        let wake = Arc::new(Wake::default());
+        let streams: Vec<Stream> = state.streams.into_iter().map(Stream::from_state).collect();
+        let consumer = Arc::new(create_consumer(&spec, streams.len(), Some(wake.clone()))?);
+        // Split each partition's queue before assigning, so the fetcher never forwards its
+        // messages to the consumer's main queue.
+        let mut queues = Vec::with_capacity(streams.len());
+        let mut assignment = TopicPartitionList::new();
+        for s in &streams {
+            if s.finished {
+                queues.push(None);
+                continue;
+            }
+            let mut queue = consumer
+                .split_partition_queue(&s.spec.topic, s.spec.partition)
+                .ok_or_else(|| Error::new(ErrorKind::Internal, format!("no queue for {}", s.spec.name())))?;
+            let w = wake.clone();
+            queue.set_nonempty_callback(move || w.notify());
+            queues.push(Some(queue));
+            assignment
+                .add_partition_offset(&s.spec.topic, s.spec.partition, Offset::Offset(s.next_offset))
+                .map_err(|e| kafka_error(&s.spec.name(), &e))?;
+        }
+        consumer
+            .assign(&assignment)
+            .map_err(|e| kafka_error("assigning partitions", &e))?;
+        Ok(Reader {
+            spec,
+            streams,
+            queues,
+            consumer,
+            wake,
+            current: Message::default(),
+            last_emitted_time: i64::MIN,
+            late: 0,
+            saved: Vec::new(),
+        })
+    }
+
+    /// The streams being read, in stream order.
+    pub fn streams(&self) -> impl Iterator<Item = &StreamSpec> {
+        self.streams.iter().map(|s| &s.spec)
+    }
+
+    /// Elements emitted after an idle partition was passed over that were older than the
+    /// last emitted timestamp.
+    pub fn late_elements(&self) -> u64 {
+        self.late
+    }
+
+    /// Waits at most `max_wait` for the next element in merge order.
+    pub fn next(&mut self, max_wait: Duration) -> Result<Next> {
+        let stop = Instant::now() + max_wait;
+        loop {
+            let seen = self.wake.generation();
+            self.serve_main_queue()?;
+            self.fill_heads()?;
+            let now = Instant::now();
+            let gates: Vec<Gate> = self.streams.iter().map(Stream::gate).collect();
+            match decide(&gates, now, self.spec.timeout) {
+                Decision::Emit { stream, passed_idle } => {
+                    self.emit(stream, passed_idle);
+                    return Ok(Next::Element);
+                }
+                Decision::End => return Ok(Next::End),
+                Decision::Wait { until } => {
+                    if now >= stop {
+                        return Ok(Next::Pending);
+                    }
+                    self.wake.wait(seen, until.map_or(stop, |u| u.min(stop)));
+                }
+            }
+        }
+    }
+
+    fn emit(&mut self, index: usize, passed_idle: bool) {
+        let stream = &mut self.streams[index];
+        let message = stream.head.take().expect("the merge emits only buffered heads");
+        stream.next_offset = message.offset + 1;
+        stream.emitted_time = stream.emitted_time.max(message.timestamp);
+        if passed_idle && message.timestamp < self.last_emitted_time {
+            self.late += 1;
+        }
+        self.last_emitted_time = self.last_emitted_time.max(message.timestamp);
+        if stream.spec.ranges[stream.range].is_past(stream.next_offset) {
+            self.finish_range(index);
+        }
+        self.current = message;
+    }
+
+    /// Moves a stream past its current range: seeks over a gap, or stops fetching after the
+    /// last range.
+    fn finish_range(&mut self, index: usize) {
+        let seek = self.streams[index].advance_range();
+        self.after_accept(index, seek);
+    }
+
+    fn stop_fetching(&mut self, index: usize) {
+        let spec = &self.streams[index].spec;
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition(&spec.topic, spec.partition);
+        // Best effort: a finished stream's queue is never polled again anyway.
+        let _ = self.consumer.pause(&tpl);
+    }
+
+    fn serve_main_queue(&mut self) -> Result<()> {
+        loop {
+            let routed = {
+                let Some(event) = self.consumer.poll(Duration::ZERO) else { break };
+                match event {
+                    // Not expected (each partition has its own queue); route it anyway.
+                    Ok(message) => self
+                        .streams
+                        .iter()
+                        .position(|s| s.spec.topic == message.topic() && s.spec.partition == message.partition())
+                        .filter(|&i| self.streams[i].head.is_none())
+                        .map(|i| (i, Self::accept(&mut self.streams[i], i, &message))),
+                    Err(e) if is_fatal(&e) => return Err(kafka_error("Kafka consumer", &e)),
+                    Err(_) => None, // transient: librdkafka retries and reconnects by itself
+                }
+            };
+            if let Some((i, seek)) = routed {
+                self.after_accept(i, seek);
+            }
+        }
+        Ok(())
+    }
+
+    /// Polls the queue of every unfinished stream that has no head, until it has one or its
+    /// queue is empty.
+    fn fill_heads(&mut self) -> Result<()> {
+        for i in 0..self.streams.len() {
+            loop {
+                let stream = &mut self.streams[i];
+                if stream.finished || stream.head.is_some() {
+                    break;
+                }
+                let Some(queue) = self.queues[i].as_ref() else { break };
+                let Some(event) = queue.poll(Duration::ZERO) else { break };
+                let seek = match event {
+                    Ok(message) => Self::accept(stream, i, &message),
+                    Err(KafkaError::PartitionEOF(_)) => {
+                        if self.spec.eof {
+                            stream.finished = true;
+                        } else {
+                            stream.caught_up_since.get_or_insert_with(Instant::now);
+                        }
+                        None
+                    }
+                    Err(e) if is_fatal(&e) => {
+                        let (name, offset) = (stream.spec.name(), stream.next_offset);
+                        return Err(self.consumption_error(&name, offset, &e));
+                    }
+                    Err(_) => None, // transient: librdkafka retries by itself
+                };
+                self.after_accept(i, seek);
+            }
+        }
+        Ok(())
+    }
+
+    fn consumption_error(&self, name: &str, offset: i64, e: &KafkaError) -> Error {
+        if e.rdkafka_error_code() == Some(RDKafkaErrorCode::AutoOffsetReset) {
+            let (topic, partition) = name.rsplit_once(':').unwrap_or((name, "0"));
+            let range = self
+                .consumer
+                .fetch_watermarks(topic, partition.parse().unwrap_or(0), Duration::from_secs(5))
+                .map(|(low, high)| format!(" (the log holds offsets {low}..{high})"))
+                .unwrap_or_default();
+            return Error::new(
+                ErrorKind::DataLoss,
+                format!(
+                    "{name}: offset {offset} is outside the log{range}; messages may have been deleted by retention. Set auto.offset.reset=earliest|latest in config_topic to skip instead"
+                ),
+            );
+        }
+        kafka_error(name, e)
+    }
+
+    /// Takes a fetched message into stream `index`: buffers it as the head, or drops it when
+    /// it is stale (before the position). A message past the current range moves the stream to
+    /// its next range first (offsets may have gaps: compaction, transaction markers); the
+    /// returned offset is where to seek when the message falls before that range.
+    fn accept(stream: &mut Stream, index: usize, message: &BorrowedMessage<'_>) -> Option<i64> {
+        let offset = message.offset();
+        loop {
+            if stream.finished || offset < stream.next_offset {
+                return None;
+            }
+            let range = stream.spec.ranges[stream.range];
+            if range.is_past(offset) {
+                stream.advance_range();
+                let next = stream.spec.ranges.get(stream.range);
+                if let Some(r) = next.filter(|r| offset < r.start) {
+                    return Some(r.start);
+                }
+                continue;
+            }
+            if offset < range.start {
+                return None;
+            }
+            let timestamp = match message.timestamp().to_millis() {
+                Some(ts) if ts >= 0 => ts,
+                _ => stream.fetched_time,
+            };
+            stream.fetched_time = stream.fetched_time.max(timestamp);
+            stream.caught_up_since = None;
+            stream.head = Some(Message {
+                stream: index,
+                offset,
+                timestamp,
+                key: message.key().map(<[u8]>::to_vec),
+                value: message.payload().map(<[u8]>::to_vec),
+            });
+            return None;
+        }
+    }
+
+    /// Acts on what taking a message asked for: a seek over a gap, or stopping a finished
+    /// stream's fetcher.
+    fn after_accept(&mut self, index: usize, seek: Option<i64>) {
+        if self.streams[index].finished {
+            self.stop_fetching(index);
+        } else if let Some(offset) = seek {
+            let spec = &self.streams[index].spec;
+            let _ = self.consumer.seek(&spec.topic, spec.partition, Offset::Offset(offset), Duration::ZERO);
+        }
+    }
+
+    /// The current position: next unemitted offset per stream (buffered messages are not
+    /// consumed). Valid until the next call.
+    pub fn save(&mut self) -> &[u8] {
+        let state = State {
+            streams: self
+                .streams
+                .iter()
+                .map(|s| StreamState {
+                    spec: s.spec.clone(),
+                    next_offset: s.next_offset,
+                    finished: s.finished,
+                    partition_time: s.emitted_time,
+                })
+                .collect(),
+        };
+        self.saved = encode(&state);
+        &self.saved
+    }
+
+    /// Replaces this reader's position with a saved one, after checking that the saved
+    /// streams are this dataset's.
+    pub fn restore(&mut self, bytes: &[u8]) -> Result<()> {
+        let state = decode(bytes)?;
+        let saved: Vec<StreamSpec> = state.streams.iter().map(|s| s.spec.clone()).collect();
+        check_identity(&self.spec.entries, &saved)?;
+        *self = Self::start(self.spec.clone(), state)?;
+        Ok(())
+    }
+}
+
+impl Reader {
+    /// The last emitted element and its stream.
+    pub fn current(&self) -> (&Message, &StreamSpec) {
+        (&self.current, &self.streams[self.current.stream].spec)
+    }
+}

@@ -1,0 +1,407 @@
+//! The one parser of subscription entries `topic:partition:offset:last` (DESIGN.md §2.1) and
+//! their resolution into streams (one per partition, chained ranges).
+
+use crate::error::{Error, ErrorKind, Result};
+
+/// Where a range starts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Start {
+    /// An explicit offset (>= 0).
+    Offset(i64),
+    /// The log start, resolved once at iterator start.
+    Beginning,
+    /// The log end, resolved once at iterator start.
+    End,
+    /// The first offset whose timestamp is >= this epoch-ms value.
+    Timestamp(i64),
+}
+
+/// Which partitions an entry names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Partitions {
+    /// One explicit partition.
+    One(i32),
+    /// Every partition of the topic (the `"t"` form), resolved from metadata.
+    All,
+}
+
+/// Sentinel for "no last offset".
+pub const UNLIMITED: i64 = -1;
+
+/// One parsed subscription entry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Entry {
+    /// The entry text as given, for error messages.
+    pub text: String,
+    /// Topic name.
+    pub topic: String,
+    /// Partition selection.
+    pub partitions: Partitions,
+    /// First offset to read.
+    pub start: Start,
+    /// Last offset to read, inclusive; [`UNLIMITED`] for none.
+    pub last: i64,
+}
+
+/// An inclusive offset range of one partition; `last == UNLIMITED` means open-ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Range {
+    /// First offset.
+    pub start: i64,
+    /// Last offset, inclusive, or [`UNLIMITED`].
+    pub last: i64,
+}
+
+impl Range {
+    /// Whether `offset` is past this range.
+    pub fn is_past(&self, offset: i64) -> bool {
+        self.last != UNLIMITED && offset > self.last
+    }
+}
+
+/// One partition to read: its chained, disjoint ranges in offset order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StreamSpec {
+    /// Topic name.
+    pub topic: String,
+    /// Partition number.
+    pub partition: i32,
+    /// Disjoint ranges in increasing offset order.
+    pub ranges: Vec<Range>,
+}
+
+impl StreamSpec {
+    /// `topic:partition`, for messages.
+    pub fn name(&self) -> String {
+        format!("{}:{}", self.topic, self.partition)
+    }
+}
+
+/// Checks a Kafka topic name: 1..=249 characters of `[A-Za-z0-9._-]`, not `.` or `..`.
+pub fn validate_topic(topic: &str) -> std::result::Result<(), String> {
+    if topic.is_empty() {
+        return Err("topic is empty".into());
+    }
+    if topic.len() > 249 {
+        return Err(format!("topic is {} characters long (at most 249)", topic.len()));
+    }
+    if topic == "." || topic == ".." {
+        return Err(format!("topic \"{topic}\" is not a legal name"));
+    }
+    if let Some(c) = topic
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+    {
+        return Err(format!(
+            "topic \"{topic}\" contains {c:?} (legal: letters, digits, '.', '_', '-')"
+        ));
+    }
+    Ok(())
+}
+
+fn parse_int(field: &str) -> Option<i64> {
+    let digits = field.strip_prefix('-').unwrap_or(field);
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    field.parse().ok()
+}
+
+fn parse_start(field: &str) -> std::result::Result<Start, String> {
+    match field {
+        "beginning" => Ok(Start::Beginning),
+        "end" => Ok(Start::End),
+        _ => {
+            if let Some(ms) = field.strip_prefix('@') {
+                return match parse_int(ms) {
+                    Some(ms) if ms >= 0 => Ok(Start::Timestamp(ms)),
+                    _ => Err(format!(
+                        "offset \"{field}\" is not @<epoch-ms> with a non-negative integer"
+                    )),
+                };
+            }
+            match parse_int(field) {
+                Some(o) if o >= 0 => Ok(Start::Offset(o)),
+                _ => Err(format!(
+                    "offset \"{field}\" is not an integer >= 0, \"beginning\", \"end\" or \"@<epoch-ms>\""
+                )),
+            }
+        }
+    }
+}
+
+/// Parses one entry.
+pub fn parse_entry(text: &str) -> std::result::Result<Entry, String> {
+    let fields: Vec<&str> = text.split(':').collect();
+    if fields.len() > 4 {
+        return Err(format!(
+            "has {} fields; expected topic[:partition[:offset[:last]]]",
+            fields.len()
+        ));
+    }
+    let topic = fields[0];
+    validate_topic(topic)?;
+    let partitions = match fields.get(1) {
+        None => Partitions::All,
+        Some(p) => match parse_int(p) {
+            Some(p) if (0..=i32::MAX as i64).contains(&p) => Partitions::One(p as i32),
+            _ => return Err(format!("partition \"{p}\" is not an integer >= 0")),
+        },
+    };
+    let start = match fields.get(2) {
+        None => Start::Offset(0),
+        Some(f) => parse_start(f)?,
+    };
+    let last = match fields.get(3) {
+        None => UNLIMITED,
+        Some(f) => match parse_int(f) {
+            Some(l) if l >= UNLIMITED => l,
+            _ => return Err(format!("last \"{f}\" is not an integer >= -1")),
+        },
+    };
+    if let Start::Offset(o) = start {
+        if last != UNLIMITED && last < o {
+            return Err(format!(
+                "last {last} is below offset {o} (last is inclusive; -1 = unlimited)"
+            ));
+        }
+    }
+    Ok(Entry {
+        text: text.to_string(),
+        topic: topic.to_string(),
+        partitions,
+        start,
+        last,
+    })
+}
+
+/// Parses all entries, naming the first bad one, and rejects overlaps that are already
+/// visible before any broker is asked (explicit offsets of the same partition).
+pub fn parse_entries(entries: &[String]) -> Result<Vec<Entry>> {
+    if entries.is_empty() {
+        return Err(Error::invalid("topics is empty: give at least one entry"));
+    }
+    let parsed = entries
+        .iter()
+        .enumerate()
+        .map(|(i, text)| {
+            parse_entry(text)
+                .map_err(|why| Error::invalid(format!("topics[{i}] \"{text}\": {why}")))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    check_static_overlaps(&parsed)?;
+    Ok(parsed)
+}
+
+fn overlap_error(a: &str, b: &str) -> Error {
+    Error::invalid(format!(
+        "topics entries \"{a}\" and \"{b}\" overlap: ranges of one partition must be disjoint"
+    ))
+}
+
+fn check_static_overlaps(entries: &[Entry]) -> Result<()> {
+    for (i, a) in entries.iter().enumerate() {
+        for b in &entries[i + 1..] {
+            if a.topic != b.topic {
+                continue;
+            }
+            let overlap = match (a.partitions, b.partitions) {
+                (Partitions::All, _) | (_, Partitions::All) => true,
+                (Partitions::One(p), Partitions::One(q)) if p == q => {
+                    match (a.start, b.start) {
+                        (Start::Offset(x), Start::Offset(y)) => ranges_overlap(
+                            Range { start: x, last: a.last },
+                            Range { start: y, last: b.last },
+                        ),
+                        _ => false, // named starts are checked once resolved
+                    }
+                }
+                _ => false,
+            };
+            if overlap {
+                return Err(overlap_error(&a.text, &b.text));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn ranges_overlap(a: Range, b: Range) -> bool {
+    let (lo, hi) = if a.start <= b.start { (a, b) } else { (b, a) };
+    lo.last == UNLIMITED || lo.last >= hi.start
+}
+
+/// What resolution needs from the cluster; implemented over rdkafka by the consumer and by
+/// fakes in tests.
+pub trait Cluster {
+    /// Number of partitions of `topic` (NotFound when the topic does not exist).
+    fn partition_count(&mut self, topic: &str) -> Result<i32>;
+    /// Resolves a named start of one partition to an offset.
+    fn resolve_start(&mut self, topic: &str, partition: i32, start: Start) -> Result<i64>;
+}
+
+/// Resolves entries into streams: expands the all-partitions form, checks partitions exist,
+/// freezes named starts, and chains the ranges of one partition in offset order. Stream order
+/// is the position of each partition's first entry.
+pub fn resolve_streams(entries: &[Entry], cluster: &mut dyn Cluster) -> Result<Vec<StreamSpec>> {
+    let mut streams: Vec<StreamSpec> = Vec::new();
+    let mut sources: Vec<Vec<String>> = Vec::new(); // entry texts per stream, for errors
+    for entry in entries {
+        let count = cluster.partition_count(&entry.topic)?;
+        let partitions: Vec<i32> = match entry.partitions {
+            Partitions::All => (0..count).collect(),
+            Partitions::One(p) if p < count => vec![p],
+            Partitions::One(p) => {
+                return Err(Error::new(
+                    ErrorKind::NotFound,
+                    format!(
+                        "topics entry \"{}\": partition {p} does not exist (topic \"{}\" has {count})",
+                        entry.text, entry.topic
+                    ),
+                ))
+            }
+        };
+        for partition in partitions {
+            let start = match entry.start {
+                Start::Offset(o) => o,
+                named => cluster.resolve_start(&entry.topic, partition, named)?,
+            };
+            if entry.last != UNLIMITED && entry.last < start {
+                return Err(Error::invalid(format!(
+                    "topics entry \"{}\": last {} is below the resolved start offset {start} of {}:{partition}",
+                    entry.text, entry.last, entry.topic
+                )));
+            }
+            let range = Range {
+                start,
+                last: entry.last,
+            };
+            match streams
+                .iter()
+                .position(|s| s.topic == entry.topic && s.partition == partition)
+            {
+                Some(i) => {
+                    streams[i].ranges.push(range);
+                    sources[i].push(entry.text.clone());
+                }
+                None => {
+                    streams.push(StreamSpec {
+                        topic: entry.topic.clone(),
+                        partition,
+                        ranges: vec![range],
+                    });
+                    sources.push(vec![entry.text.clone()]);
+                }
+            }
+        }
+    }
+    for (stream, texts) in streams.iter_mut().zip(&sources) {
+        let mut order: Vec<usize> = (0..stream.ranges.len()).collect();
+        order.sort_by_key(|&i| stream.ranges[i].start);
+        for w in order.windows(2) {
+            if ranges_overlap(stream.ranges[w[0]], stream.ranges[w[1]]) {
+                return Err(overlap_error(&texts[w[0]], &texts[w[1]]));
+            }
+        }
+        stream.ranges = order.iter().map(|&i| stream.ranges[i]).collect();
+    }
+    Ok(streams)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn strings(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn parses_full_and_short_forms() {
+        let e = parse_entry("t:0:5:9").unwrap();
+        assert_eq!((e.partitions, e.start, e.last), (Partitions::One(0), Start::Offset(5), 9));
+        let e = parse_entry("t").unwrap();
+        assert_eq!((e.partitions, e.start, e.last), (Partitions::All, Start::Offset(0), UNLIMITED));
+        assert_eq!(parse_entry("t:3").unwrap().start, Start::Offset(0));
+        assert_eq!(parse_entry("t:3:end").unwrap().start, Start::End);
+        assert_eq!(parse_entry("t:3:beginning:-1").unwrap().start, Start::Beginning);
+        assert_eq!(parse_entry("t:3:@1700000000000").unwrap().start, Start::Timestamp(1_700_000_000_000));
+    }
+
+    #[test]
+    fn rejects_malformed_entries_naming_the_field() {
+        for (text, needle) in [
+            ("", "topic is empty"),
+            (":0", "topic is empty"),
+            ("t:x", "partition \"x\""),
+            ("t:-1", "partition \"-1\""),
+            ("t:0:abc", "offset \"abc\""),
+            ("t:0:-3", "offset \"-3\""),
+            ("t:0:@x", "offset \"@x\""),
+            ("t:0:5:3", "last 3 is below offset 5"),
+            ("t:0:0:-2", "last \"-2\""),
+            ("t:0:0:1:2", "5 fields"),
+            ("bad topic", "contains ' '"),
+            ("..", "not a legal name"),
+        ] {
+            let err = parse_entry(text).unwrap_err();
+            assert!(err.contains(needle), "{text:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn rejects_overlaps_and_names_both_entries() {
+        let err = parse_entries(&strings(&["t:0:0:10", "t:0:5:20"])).unwrap_err();
+        assert_eq!(err.kind, ErrorKind::InvalidArgument);
+        assert!(err.message.contains("t:0:0:10") && err.message.contains("t:0:5:20"));
+        assert!(parse_entries(&strings(&["t:0:0:-1", "t:0:5:20"])).is_err());
+        assert!(parse_entries(&strings(&["t", "t:1:5:20"])).is_err());
+        assert!(parse_entries(&strings(&["t:0:0:4", "t:0:5:-1", "t:1:0:4"])).is_ok());
+        assert!(parse_entries(&[]).is_err());
+    }
+
+    struct FakeCluster;
+    impl Cluster for FakeCluster {
+        fn partition_count(&mut self, topic: &str) -> Result<i32> {
+            match topic {
+                "a" => Ok(3),
+                "b" => Ok(1),
+                _ => Err(Error::new(ErrorKind::NotFound, format!("topic \"{topic}\""))),
+            }
+        }
+        fn resolve_start(&mut self, _: &str, partition: i32, start: Start) -> Result<i64> {
+            Ok(match start {
+                Start::Beginning => 0,
+                Start::End => 100 + partition as i64,
+                Start::Timestamp(_) => 50,
+                Start::Offset(o) => o,
+            })
+        }
+    }
+
+    #[test]
+    fn resolves_all_partitions_chains_and_orders_streams() {
+        let entries = parse_entries(&strings(&["b:0:5:-1", "a", "b:0:0:4"])).unwrap();
+        let streams = resolve_streams(&entries, &mut FakeCluster).unwrap();
+        let names: Vec<String> = streams.iter().map(|s| s.name()).collect();
+        assert_eq!(names, ["b:0", "a:0", "a:1", "a:2"]);
+        assert_eq!(
+            streams[0].ranges,
+            [Range { start: 0, last: 4 }, Range { start: 5, last: UNLIMITED }]
+        );
+    }
+
+    #[test]
+    fn resolution_errors() {
+        let e = parse_entries(&strings(&["a:3"])).unwrap();
+        assert_eq!(resolve_streams(&e, &mut FakeCluster).unwrap_err().kind, ErrorKind::NotFound);
+        let e = parse_entries(&strings(&["zz:0"])).unwrap();
+        assert_eq!(resolve_streams(&e, &mut FakeCluster).unwrap_err().kind, ErrorKind::NotFound);
+        // `end` resolves to 101 on partition 1, beyond last = 10.
+        let e = parse_entries(&strings(&["a:1:end:10"])).unwrap();
+        assert!(resolve_streams(&e, &mut FakeCluster).unwrap_err().message.contains("below the resolved start"));
+        // Named start resolves into an earlier open range.
+        let e = parse_entries(&strings(&["a:0:0:-1", "a:0:@5"])).unwrap();
+        assert!(resolve_streams(&e, &mut FakeCluster).unwrap_err().message.contains("overlap"));
+    }
+}

@@ -1,0 +1,324 @@
+//! The one state codec: a versioned, self-describing, checksummed encoding of the reader's
+//! position (DESIGN.md §2.5), and the identity check run before a restore.
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::spec::{resolve_streams, Cluster, Entry, Range, Start, StreamSpec};
+
+const MAGIC: &[u8; 4] = b"KDST";
+/// Current format version.
+pub const FORMAT_VERSION: u16 = 1;
+
+/// The saved position of one stream.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StreamState {
+    /// The resolved stream (named starts frozen).
+    pub spec: StreamSpec,
+    /// The next offset not yet emitted.
+    pub next_offset: i64,
+    /// The stream produced its last element.
+    pub finished: bool,
+    /// Largest timestamp emitted so far (-1 before any), used for messages without one.
+    pub partition_time: i64,
+}
+
+/// The saved position of a reader.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct State {
+    /// One entry per stream, in stream order.
+    pub streams: Vec<StreamState>,
+}
+
+fn crc32(data: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &b in data {
+        crc ^= b as u32;
+        for _ in 0..8 {
+            crc = (crc >> 1) ^ (0xEDB8_8320 & (crc & 1).wrapping_neg());
+        }
+    }
+    !crc
+}
+
+/// Encodes `state`.
+pub fn encode(state: &State) -> Vec<u8> {
+    let mut out = Vec::with_capacity(16 + state.streams.len() * 64);
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+    out.extend_from_slice(&(state.streams.len() as u32).to_le_bytes());
+    for s in &state.streams {
+        out.extend_from_slice(&(s.spec.topic.len() as u32).to_le_bytes());
+        out.extend_from_slice(s.spec.topic.as_bytes());
+        out.extend_from_slice(&s.spec.partition.to_le_bytes());
+        out.extend_from_slice(&(s.spec.ranges.len() as u32).to_le_bytes());
+        for r in &s.spec.ranges {
+            out.extend_from_slice(&r.start.to_le_bytes());
+            out.extend_from_slice(&r.last.to_le_bytes());
+        }
+        out.extend_from_slice(&s.next_offset.to_le_bytes());
+        out.push(s.finished as u8);
+        out.extend_from_slice(&s.partition_time.to_le_bytes());
+    }
+    let crc = crc32(&out);
+    out.extend_from_slice(&crc.to_le_bytes());
+    out
+}
+
+struct Cursor<'a> {
+    data: &'a [u8],
+}
+
+impl<'a> Cursor<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8]> {
+        if self.data.len() < n {
+            return Err(corrupt("truncated"));
+        }
+        let (head, rest) = self.data.split_at(n);
+        self.data = rest;
+        Ok(head)
+    }
+    fn u32(&mut self) -> Result<u32> {
+        Ok(u32::from_le_bytes(self.take(4)?.try_into().unwrap()))
+    }
+    fn i32(&mut self) -> Result<i32> {
+        Ok(i32::from_le_bytes(self.take(4)?.try_into().unwrap()))
+    }
+    fn i64(&mut self) -> Result<i64> {
+        Ok(i64::from_le_bytes(self.take(8)?.try_into().unwrap()))
+    }
+}
+
+fn corrupt(why: &str) -> Error {
+    Error::new(
+        ErrorKind::FailedPrecondition,
+        format!("kafka-dataset checkpoint state is corrupted: {why}"),
+    )
+}
+
+/// Decodes a state, rejecting foreign, corrupted, truncated and future-version bytes.
+pub fn decode(bytes: &[u8]) -> Result<State> {
+    if bytes.len() < MAGIC.len() + 2 + 4 + 4 || &bytes[..4] != MAGIC {
+        return Err(corrupt("not a kafka-dataset state (bad magic or too short)"));
+    }
+    let version = u16::from_le_bytes([bytes[4], bytes[5]]);
+    if version != FORMAT_VERSION {
+        return Err(Error::new(
+            ErrorKind::FailedPrecondition,
+            format!(
+                "kafka-dataset checkpoint state has format version {version}; this library reads version {FORMAT_VERSION}"
+            ),
+        ));
+    }
+    let (body, crc) = bytes.split_at(bytes.len() - 4);
+    if crc32(body) != u32::from_le_bytes(crc.try_into().unwrap()) {
+        return Err(corrupt("checksum mismatch"));
+    }
+    let mut c = Cursor { data: &body[6..] };
+    let n = c.u32()? as usize;
+    let mut streams = Vec::with_capacity(n.min(1 << 16));
+    for _ in 0..n {
+        let len = c.u32()? as usize;
+        let topic = std::str::from_utf8(c.take(len)?)
+            .map_err(|_| corrupt("topic is not UTF-8"))?
+            .to_string();
+        let partition = c.i32()?;
+        let nranges = c.u32()? as usize;
+        let mut ranges = Vec::with_capacity(nranges.min(1 << 16));
+        for _ in 0..nranges {
+            ranges.push(Range {
+                start: c.i64()?,
+                last: c.i64()?,
+            });
+        }
+        let next_offset = c.i64()?;
+        let finished = match c.take(1)?[0] {
+            0 => false,
+            1 => true,
+            _ => return Err(corrupt("bad finished flag")),
+        };
+        let partition_time = c.i64()?;
+        streams.push(StreamState {
+            spec: StreamSpec {
+                topic,
+                partition,
+                ranges,
+            },
+            next_offset,
+            finished,
+            partition_time,
+        });
+    }
+    if !c.data.is_empty() {
+        return Err(corrupt("trailing bytes"));
+    }
+    Ok(State { streams })
+}
+
+/// Answers resolution from a checkpoint's frozen streams, so that re-resolving the dataset's
+/// entries must reproduce exactly the saved streams.
+struct Frozen<'a> {
+    saved: &'a [StreamSpec],
+    numeric_starts: Vec<(String, i32, i64)>,
+    used: Vec<(usize, usize)>,
+}
+
+impl Cluster for Frozen<'_> {
+    fn partition_count(&mut self, topic: &str) -> Result<i32> {
+        self.saved
+            .iter()
+            .filter(|s| s.topic == topic)
+            .map(|s| s.partition + 1)
+            .max()
+            .ok_or_else(|| {
+                Error::new(
+                    ErrorKind::FailedPrecondition,
+                    format!("checkpoint does not match the dataset: it has no stream of topic \"{topic}\""),
+                )
+            })
+    }
+
+    fn resolve_start(&mut self, topic: &str, partition: i32, _: Start) -> Result<i64> {
+        // A named start froze into a saved range start that no explicit entry accounts for.
+        for (si, s) in self.saved.iter().enumerate() {
+            if s.topic != topic || s.partition != partition {
+                continue;
+            }
+            for (ri, r) in s.ranges.iter().enumerate() {
+                let explicit = self
+                    .numeric_starts
+                    .iter()
+                    .any(|(t, p, o)| t == topic && *p == partition && *o == r.start);
+                if !explicit && !self.used.contains(&(si, ri)) {
+                    self.used.push((si, ri));
+                    return Ok(r.start);
+                }
+            }
+        }
+        Err(Error::new(
+            ErrorKind::FailedPrecondition,
+            format!("checkpoint does not match the dataset: no saved range for {topic}:{partition}"),
+        ))
+    }
+}
+
+fn describe(streams: &[StreamSpec]) -> String {
+    streams
+        .iter()
+        .map(|s| {
+            let ranges: Vec<String> = s.ranges.iter().map(|r| format!("{}..{}", r.start, r.last)).collect();
+            format!("{}[{}]", s.name(), ranges.join(","))
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Checks that `saved` streams are what `entries` resolve to (same topics, partitions, order
+/// and ranges), naming the first difference.
+pub fn check_identity(entries: &[Entry], saved: &[StreamSpec]) -> Result<()> {
+    let numeric_starts = entries
+        .iter()
+        .filter_map(|e| match (e.partitions, e.start) {
+            (crate::spec::Partitions::One(p), Start::Offset(o)) => Some((e.topic.clone(), p, o)),
+            _ => None,
+        })
+        .collect();
+    let mut frozen = Frozen {
+        saved,
+        numeric_starts,
+        used: Vec::new(),
+    };
+    let expected = resolve_streams(entries, &mut frozen).map_err(|e| {
+        Error::new(ErrorKind::FailedPrecondition, e.message)
+    })?;
+    if expected.len() != saved.len() {
+        return Err(Error::new(
+            ErrorKind::FailedPrecondition,
+            format!(
+                "checkpoint does not match the dataset: it has {} streams ({}), the dataset {} ({})",
+                saved.len(),
+                describe(saved),
+                expected.len(),
+                describe(&expected)
+            ),
+        ));
+    }
+    for (i, (want, got)) in expected.iter().zip(saved).enumerate() {
+        if want != got {
+            return Err(Error::new(
+                ErrorKind::FailedPrecondition,
+                format!(
+                    "checkpoint does not match the dataset: stream {i} is {} in the checkpoint but {} in the dataset",
+                    describe(std::slice::from_ref(got)),
+                    describe(std::slice::from_ref(want))
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::parse_entries;
+
+    fn stream(topic: &str, partition: i32, ranges: &[(i64, i64)]) -> StreamSpec {
+        StreamSpec {
+            topic: topic.into(),
+            partition,
+            ranges: ranges.iter().map(|&(start, last)| Range { start, last }).collect(),
+        }
+    }
+
+    fn sample() -> State {
+        State {
+            streams: vec![
+                StreamState { spec: stream("a", 0, &[(0, 4), (5, -1)]), next_offset: 3, finished: false, partition_time: 17 },
+                StreamState { spec: stream("b.x", 2, &[(9, -1)]), next_offset: 9, finished: true, partition_time: -1 },
+            ],
+        }
+    }
+
+    #[test]
+    fn round_trips() {
+        assert_eq!(decode(&encode(&sample())).unwrap(), sample());
+        let empty = State { streams: vec![] };
+        assert_eq!(decode(&encode(&empty)).unwrap(), empty);
+    }
+
+    #[test]
+    fn rejects_every_truncation_and_bit_flip() {
+        let bytes = encode(&sample());
+        for n in 0..bytes.len() {
+            let e = decode(&bytes[..n]).unwrap_err();
+            assert_eq!(e.kind, ErrorKind::FailedPrecondition);
+        }
+        for i in 0..bytes.len() {
+            let mut b = bytes.clone();
+            b[i] ^= 0x10;
+            assert!(decode(&b).is_err(), "flip at {i} accepted");
+        }
+    }
+
+    #[test]
+    fn rejects_future_versions_by_number() {
+        let mut b = encode(&sample());
+        b[4] = 2;
+        assert!(decode(&b).unwrap_err().message.contains("format version 2"));
+    }
+
+    #[test]
+    fn identity_accepts_own_resolution_and_names_differences() {
+        let entries = parse_entries(&["a:0:0:4".into(), "a:0:5:-1".into(), "b.x:2:end".into()]).unwrap();
+        let saved: Vec<StreamSpec> = sample().streams.into_iter().map(|s| s.spec).collect();
+        check_identity(&entries, &saved).unwrap();
+        let other = parse_entries(&["a:0:0:4".into(), "a:0:5:-1".into(), "b.x:1:end".into()]).unwrap();
+        let e = check_identity(&other, &saved).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::FailedPrecondition);
+        let other = parse_entries(&["a:0:0:3".into(), "a:0:5:-1".into(), "b.x:2:end".into()]).unwrap();
+        assert!(check_identity(&other, &saved).unwrap_err().message.contains("a:0[0..4,5..-1]"));
+        let other = parse_entries(&["c:0".into()]).unwrap();
+        assert!(check_identity(&other, &saved).unwrap_err().message.contains("topic \"c\""));
+        let reordered = parse_entries(&["b.x:2:end".into(), "a:0:0:4".into(), "a:0:5:-1".into()]).unwrap();
+        assert!(check_identity(&reordered, &saved).is_err());
+    }
+}
