@@ -69,11 +69,16 @@ fn flags(var: &str, function: &str) -> Vec<String> {
     let out = Command::new(&python)
         .args(["-c", &script])
         .output()
-        .unwrap_or_else(|e| panic!("running {python} to ask tf.sysconfig: {e}; set {var} or PYTHON"));
+        .unwrap_or_else(|e| {
+            panic!("running {python} to ask tf.sysconfig: {e}; set {var} or PYTHON")
+        });
     assert!(
         out.status.success(),
         "{python} could not import tensorflow ({}); set {var} or PYTHON",
-        String::from_utf8_lossy(&out.stderr).lines().last().unwrap_or("")
+        String::from_utf8_lossy(&out.stderr)
+            .lines()
+            .last()
+            .unwrap_or("")
     );
     String::from_utf8(out.stdout)
         .expect("flags are UTF-8")

@@ -17,6 +17,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
+#include "kafka_dataset.h"
 #include "tensorflow/core/framework/attr_value.pb.h"
 #include "tensorflow/core/framework/cancellation.h"
 #include "tensorflow/core/framework/common_shape_fns.h"
@@ -32,12 +33,6 @@
 #include "tensorflow/core/platform/mutex.h"
 #include "tensorflow/core/platform/thread_annotations.h"
 #include "tensorflow/core/platform/tstring.h"
-
-// The draft header has no extern "C" guard of its own; nesting is harmless if
-// the generated one gains it.
-extern "C" {
-#include "kafka_dataset.h"
-}
 
 namespace tensorflow {
 namespace data {

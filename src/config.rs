@@ -53,7 +53,14 @@ pub struct Settings {
 pub fn is_secret_key(key: &str) -> bool {
     let key = key.to_ascii_lowercase();
     [
-        "password", "secret", "token", "jaas", "credential", "key.pem", "keystore", "oauthbearer.config",
+        "password",
+        "secret",
+        "token",
+        "jaas",
+        "credential",
+        "key.pem",
+        "keystore",
+        "oauthbearer.config",
     ]
     .iter()
     .any(|needle| key.contains(needle))
@@ -71,6 +78,9 @@ fn shown_value(key: &str, value: &str) -> String {
 fn is_reference(value: &str) -> bool {
     (value.starts_with("${env:") || value.starts_with("${file:")) && value.ends_with('}')
 }
+
+/// `group.id` used when the user gives no group (never joined, never committed to).
+pub const ANONYMOUS_GROUP: &str = "kafka-dataset-anonymous";
 
 /// Properties that the reader's semantics depend on; the user may not change them.
 const RESERVED: &[&str] = &[
@@ -123,7 +133,9 @@ fn librdkafka_check(scope: Scope, key: &CStr, value: &CStr) -> Check {
         rd::rd_kafka_conf_res_t::RD_KAFKA_CONF_UNKNOWN => Check::Unknown,
         _ => {
             // SAFETY: librdkafka NUL-terminates errstr.
-            let why = unsafe { CStr::from_ptr(errstr.as_ptr()) }.to_string_lossy().into_owned();
+            let why = unsafe { CStr::from_ptr(errstr.as_ptr()) }
+                .to_string_lossy()
+                .into_owned();
             Check::Invalid(why)
         }
     }
@@ -170,7 +182,11 @@ fn parse_property(scope: Scope, index: usize, item: &str) -> Result<Property> {
         Check::Unknown => Err(Error::invalid(format!(
             "{} \"{key}\": unknown {} property",
             at(),
-            if scope == Scope::Global { "client" } else { "topic" }
+            if scope == Scope::Global {
+                "client"
+            } else {
+                "topic"
+            }
         ))),
         Check::Invalid(why) => {
             let why = if is_secret_key(key) {
@@ -202,7 +218,9 @@ impl Settings {
     pub fn new(servers: &str, group: &str, global: &[String], topic: &[String]) -> Result<Self> {
         let servers = servers.trim();
         if servers.is_empty() {
-            return Err(Error::invalid("servers is empty: give host:port[,host:port...]"));
+            return Err(Error::invalid(
+                "servers is empty: give host:port[,host:port...]",
+            ));
         }
         Ok(Settings {
             servers: servers.to_string(),
@@ -214,8 +232,9 @@ impl Settings {
 
     /// Builds the consumer configuration: our defaults, then the user's properties (with
     /// `${env:..}`/`${file:..}` resolved now), then `servers`/`group`, then what our semantics
-    /// require. `streams` sizes the per-partition queue budget.
-    pub fn client_config(&self, streams: usize) -> Result<ClientConfig> {
+    /// require. `streams` sizes the per-partition queue budget. A metadata-only client
+    /// (`consumer` false) gets no group, so closing it costs no group round trip.
+    pub fn client_config(&self, streams: usize, consumer: bool) -> Result<ClientConfig> {
         let mut config = ClientConfig::new();
         // Defaults the user may override.
         config.set("client.id", "kafka-dataset");
@@ -223,6 +242,9 @@ impl Settings {
         config.set("auto.offset.reset", "error");
         // librdkafka 2.x pauses fetching 1 s whenever its queue passes the minimum; never pause.
         config.set("fetch.queue.backoff.ms", "0");
+        // End of partition (eof and the idle rule) is only seen when a fetch returns empty-handed:
+        // a short broker wait makes that prompt.
+        config.set("fetch.wait.max.ms", "100");
         // With one queue per partition these limits apply per partition: split a 256 MiB budget.
         let per_partition_kb = (256 * 1024 / streams.max(1)).clamp(1024, 65536);
         config.set("queued.max.messages.kbytes", per_partition_kb.to_string());
@@ -230,8 +252,15 @@ impl Settings {
             config.set(&p.key, resolve_reference(&p.key, &p.value)?);
         }
         config.set("bootstrap.servers", &self.servers);
-        if !self.group.is_empty() {
-            config.set("group.id", &self.group);
+        // librdkafka refuses assign() without a group; a consumer that never subscribes or
+        // commits does not join it, so a fixed id is harmless when the user gave none.
+        if consumer {
+            let group = if self.group.is_empty() {
+                ANONYMOUS_GROUP
+            } else {
+                &self.group
+            };
+            config.set("group.id", group);
         }
         // Offsets advance only when an element is emitted; librdkafka never stores or commits
         // on its own, and end-of-partition events drive `eof` and the idle rule.
@@ -273,11 +302,21 @@ mod tests {
 
     #[test]
     fn splits_at_first_equals_and_accepts_known_keys() {
-        let p = parse_properties(Scope::Global, &items(&["sasl.jaas.config=a=b", "fetch.wait.max.ms=10"]));
+        let p = parse_properties(
+            Scope::Global,
+            &items(&["sasl.jaas.config=a=b", "fetch.wait.max.ms=10"]),
+        );
         // sasl.jaas.config is not a librdkafka key, so this must fail naming it, without its value.
         let err = p.unwrap_err();
-        assert!(err.message.contains("sasl.jaas.config") && !err.message.contains("a=b"), "{err}");
-        let p = parse_properties(Scope::Global, &items(&["client.id=x=y", "fetch.wait.max.ms=10"])).unwrap();
+        assert!(
+            err.message.contains("sasl.jaas.config") && !err.message.contains("a=b"),
+            "{err}"
+        );
+        let p = parse_properties(
+            Scope::Global,
+            &items(&["client.id=x=y", "fetch.wait.max.ms=10"]),
+        )
+        .unwrap();
         assert_eq!(p[0].value, "x=y");
         let p = parse_properties(Scope::Topic, &items(&["auto.offset.reset=earliest"])).unwrap();
         assert_eq!(p[0].key, "auto.offset.reset");
@@ -286,28 +325,52 @@ mod tests {
     #[test]
     fn rejects_bad_items_naming_them() {
         let e = parse_properties(Scope::Global, &items(&["no.such.key=1"])).unwrap_err();
-        assert!(e.message.contains("config_global[0] \"no.such.key\": unknown"), "{e}");
+        assert!(
+            e.message
+                .contains("config_global[0] \"no.such.key\": unknown"),
+            "{e}"
+        );
         let e = parse_properties(Scope::Global, &items(&["fetch.wait.max.ms=abc"])).unwrap_err();
-        assert!(e.message.contains("fetch.wait.max.ms") && e.message.contains("abc"), "{e}");
-        let e = parse_properties(Scope::Topic, &items(&["auto.offset.reset=sideways"])).unwrap_err();
-        assert!(e.message.contains("config_topic[0] \"auto.offset.reset\""), "{e}");
+        assert!(
+            e.message.contains("fetch.wait.max.ms") && e.message.contains("abc"),
+            "{e}"
+        );
+        let e =
+            parse_properties(Scope::Topic, &items(&["auto.offset.reset=sideways"])).unwrap_err();
+        assert!(
+            e.message.contains("config_topic[0] \"auto.offset.reset\""),
+            "{e}"
+        );
         let e = parse_properties(Scope::Global, &items(&["novalue"])).unwrap_err();
         assert!(e.message.contains("without '='"), "{e}");
-        let e = parse_properties(Scope::Global, &items(&["enable.partition.eof=false"])).unwrap_err();
+        let e =
+            parse_properties(Scope::Global, &items(&["enable.partition.eof=false"])).unwrap_err();
         assert!(e.message.contains("enable.partition.eof"), "{e}");
         assert!(Settings::new("  ", "", &[], &[]).is_err());
     }
 
     #[test]
     fn secrets_never_appear() {
-        let e = parse_properties(Scope::Global, &items(&["sasl.mechanism=PLAIN", "ssl.key.password"])).unwrap_err();
+        let e = parse_properties(
+            Scope::Global,
+            &items(&["sasl.mechanism=PLAIN", "ssl.key.password"]),
+        )
+        .unwrap_err();
         assert!(!e.message.contains("ssl.key.password"));
         // A secret with a bad value: key named, value hidden.
-        let e = parse_properties(Scope::Global, &items(&["sasl.password=\u{0}hunter2"])).unwrap_err();
+        let e =
+            parse_properties(Scope::Global, &items(&["sasl.password=\u{0}hunter2"])).unwrap_err();
         assert!(!e.message.contains("hunter2"), "{e}");
         std::env::set_var("KD_TEST_SECRET", "hunter2");
-        let p = parse_properties(Scope::Global, &items(&["sasl.password=${env:KD_TEST_SECRET}"])).unwrap();
-        assert_eq!(resolve_reference(&p[0].key, &p[0].value).unwrap(), "hunter2");
+        let p = parse_properties(
+            Scope::Global,
+            &items(&["sasl.password=${env:KD_TEST_SECRET}"]),
+        )
+        .unwrap();
+        assert_eq!(
+            resolve_reference(&p[0].key, &p[0].value).unwrap(),
+            "hunter2"
+        );
         let e = resolve_reference("sasl.password", "${env:KD_TEST_MISSING}").unwrap_err();
         assert!(e.message.contains("KD_TEST_MISSING") && e.message.contains("sasl.password"));
     }

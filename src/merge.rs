@@ -88,31 +88,62 @@ mod tests {
     const IDLE: Duration = Duration::from_millis(100);
 
     fn head(ts: i64, offset: i64) -> Gate {
-        Gate { head: Some((ts, offset)), finished: false, caught_up_since: None }
+        Gate {
+            head: Some((ts, offset)),
+            finished: false,
+            caught_up_since: None,
+        }
     }
     fn lagging() -> Gate {
-        Gate { head: None, finished: false, caught_up_since: None }
+        Gate {
+            head: None,
+            finished: false,
+            caught_up_since: None,
+        }
     }
     fn finished() -> Gate {
-        Gate { head: None, finished: true, caught_up_since: None }
+        Gate {
+            head: None,
+            finished: true,
+            caught_up_since: None,
+        }
     }
     fn idle_since(t: Instant) -> Gate {
-        Gate { head: None, finished: false, caught_up_since: Some(t) }
+        Gate {
+            head: None,
+            finished: false,
+            caught_up_since: Some(t),
+        }
     }
 
     #[test]
     fn smallest_timestamp_then_stream_index_wins() {
         let now = Instant::now();
         let d = decide(&[head(5, 0), head(3, 9), head(3, 1)], now, IDLE);
-        assert_eq!(d, Decision::Emit { stream: 1, passed_idle: false });
+        assert_eq!(
+            d,
+            Decision::Emit {
+                stream: 1,
+                passed_idle: false
+            }
+        );
         let d = decide(&[head(5, 0), finished(), head(4, 0)], now, IDLE);
-        assert_eq!(d, Decision::Emit { stream: 2, passed_idle: false });
+        assert_eq!(
+            d,
+            Decision::Emit {
+                stream: 2,
+                passed_idle: false
+            }
+        );
     }
 
     #[test]
     fn lagging_stream_is_always_waited_for() {
         let now = Instant::now();
-        assert_eq!(decide(&[head(1, 0), lagging()], now, IDLE), Decision::Wait { until: None });
+        assert_eq!(
+            decide(&[head(1, 0), lagging()], now, IDLE),
+            Decision::Wait { until: None }
+        );
         let long_ago = now - Duration::from_secs(10);
         assert_eq!(
             decide(&[head(1, 0), idle_since(long_ago), lagging()], now, IDLE),
@@ -124,10 +155,18 @@ mod tests {
     fn idle_stream_blocks_until_timeout_then_is_passed_over() {
         let t0 = Instant::now();
         let gates = [head(1, 0), idle_since(t0)];
-        assert_eq!(decide(&gates, t0, IDLE), Decision::Wait { until: Some(t0 + IDLE) });
+        assert_eq!(
+            decide(&gates, t0, IDLE),
+            Decision::Wait {
+                until: Some(t0 + IDLE)
+            }
+        );
         assert_eq!(
             decide(&gates, t0 + IDLE, IDLE),
-            Decision::Emit { stream: 0, passed_idle: true }
+            Decision::Emit {
+                stream: 0,
+                passed_idle: true
+            }
         );
     }
 
@@ -136,7 +175,12 @@ mod tests {
         let t0 = Instant::now();
         let t1 = t0 + Duration::from_millis(30);
         let gates = [head(1, 0), idle_since(t0), idle_since(t1)];
-        assert_eq!(decide(&gates, t1, IDLE), Decision::Wait { until: Some(t1 + IDLE) });
+        assert_eq!(
+            decide(&gates, t1, IDLE),
+            Decision::Wait {
+                until: Some(t1 + IDLE)
+            }
+        );
     }
 
     #[test]
@@ -144,6 +188,11 @@ mod tests {
         let now = Instant::now();
         assert_eq!(decide(&[finished(), finished()], now, IDLE), Decision::End);
         assert_eq!(decide(&[], now, IDLE), Decision::End);
-        assert_eq!(decide(&[finished(), idle_since(now)], now, IDLE), Decision::Wait { until: Some(now + IDLE) });
+        assert_eq!(
+            decide(&[finished(), idle_since(now)], now, IDLE),
+            Decision::Wait {
+                until: Some(now + IDLE)
+            }
+        );
     }
 }

@@ -169,7 +169,7 @@ fn kafka_error(context: &str, err: &KafkaError) -> Error {
     };
     let what = match err.rdkafka_error_code() {
         Some(code) => code.to_string(),
-        None => "client error".to_string(),
+        None => err.to_string(),
     };
     Error::new(kind, format!("{context}: {what}"))
 }
@@ -191,8 +191,12 @@ fn is_fatal(err: &KafkaError) -> bool {
     ) || matches!(err, KafkaError::MessageConsumptionFatal(_))
 }
 
-fn create_consumer(spec: &DatasetSpec, streams: usize, wake: Option<Arc<Wake>>) -> Result<BaseConsumer> {
-    let config = spec.settings.client_config(streams)?;
+fn create_consumer(
+    spec: &DatasetSpec,
+    streams: usize,
+    wake: Option<Arc<Wake>>,
+) -> Result<BaseConsumer> {
+    let config = spec.settings.client_config(streams, wake.is_some())?;
     let mut consumer: BaseConsumer = config.create().map_err(|e| match e {
         // The configuration was validated when the dataset was built; what is left is, e.g., an
         // unreadable certificate file. librdkafka's text names the property, not secret values.
@@ -233,18 +237,27 @@ impl Cluster for LiveCluster<'_> {
                 err
             })?;
         let Some(t) = metadata.topics().iter().find(|t| t.name() == topic) else {
-            return Err(Error::new(ErrorKind::NotFound, format!("topic \"{topic}\" does not exist")));
+            return Err(Error::new(
+                ErrorKind::NotFound,
+                format!("topic \"{topic}\" does not exist"),
+            ));
         };
         if let Some(err) = t.error() {
             let code = RDKafkaErrorCode::from(err);
-            let mut e = kafka_error(&format!("topic \"{topic}\""), &KafkaError::MetadataFetch(code));
+            let mut e = kafka_error(
+                &format!("topic \"{topic}\""),
+                &KafkaError::MetadataFetch(code),
+            );
             if e.kind == ErrorKind::NotFound {
                 e.message = format!("topic \"{topic}\" does not exist");
             }
             return Err(e);
         }
         if t.partitions().is_empty() {
-            return Err(Error::new(ErrorKind::NotFound, format!("topic \"{topic}\" does not exist (no partitions)")));
+            return Err(Error::new(
+                ErrorKind::NotFound,
+                format!("topic \"{topic}\" does not exist (no partitions)"),
+            ));
         }
         Ok(t.partitions().len() as i32)
     }
@@ -269,7 +282,10 @@ impl Cluster for LiveCluster<'_> {
                     .map_err(|e| kafka_error(&format!("offsets for time @{ms} of {name}"), &e))?;
                 let element = found.find_partition(topic, partition);
                 match element.map(|e| (e.offset(), e.error())) {
-                    Some((_, Err(e))) => Err(kafka_error(&format!("offsets for time @{ms} of {name}"), &e)),
+                    Some((_, Err(e))) => Err(kafka_error(
+                        &format!("offsets for time @{ms} of {name}"),
+                        &e,
+                    )),
                     Some((Offset::Offset(o), Ok(()))) if o >= 0 => Ok(o),
                     // No message at or after the time: start at the end of the log.
                     _ => Ok(watermarks(self.consumer)?.1),
@@ -320,12 +336,21 @@ impl Reader {
             }
             let mut queue = consumer
                 .split_partition_queue(&s.spec.topic, s.spec.partition)
-                .ok_or_else(|| Error::new(ErrorKind::Internal, format!("no queue for {}", s.spec.name())))?;
+                .ok_or_else(|| {
+                    Error::new(
+                        ErrorKind::Internal,
+                        format!("no queue for {}", s.spec.name()),
+                    )
+                })?;
             let w = wake.clone();
             queue.set_nonempty_callback(move || w.notify());
             queues.push(Some(queue));
             assignment
-                .add_partition_offset(&s.spec.topic, s.spec.partition, Offset::Offset(s.next_offset))
+                .add_partition_offset(
+                    &s.spec.topic,
+                    s.spec.partition,
+                    Offset::Offset(s.next_offset),
+                )
                 .map_err(|e| kafka_error(&s.spec.name(), &e))?;
         }
         consumer
@@ -365,7 +390,10 @@ impl Reader {
             let now = Instant::now();
             let gates: Vec<Gate> = self.streams.iter().map(Stream::gate).collect();
             match decide(&gates, now, self.spec.timeout) {
-                Decision::Emit { stream, passed_idle } => {
+                Decision::Emit {
+                    stream,
+                    passed_idle,
+                } => {
                     self.emit(stream, passed_idle);
                     return Ok(Next::Element);
                 }
@@ -382,7 +410,10 @@ impl Reader {
 
     fn emit(&mut self, index: usize, passed_idle: bool) {
         let stream = &mut self.streams[index];
-        let message = stream.head.take().expect("the merge emits only buffered heads");
+        let message = stream
+            .head
+            .take()
+            .expect("the merge emits only buffered heads");
         stream.next_offset = message.offset + 1;
         stream.emitted_time = stream.emitted_time.max(message.timestamp);
         if passed_idle && message.timestamp < self.last_emitted_time {
@@ -413,13 +444,18 @@ impl Reader {
     fn serve_main_queue(&mut self) -> Result<()> {
         loop {
             let routed = {
-                let Some(event) = self.consumer.poll(Duration::ZERO) else { break };
+                let Some(event) = self.consumer.poll(Duration::ZERO) else {
+                    break;
+                };
                 match event {
                     // Not expected (each partition has its own queue); route it anyway.
                     Ok(message) => self
                         .streams
                         .iter()
-                        .position(|s| s.spec.topic == message.topic() && s.spec.partition == message.partition())
+                        .position(|s| {
+                            s.spec.topic == message.topic()
+                                && s.spec.partition == message.partition()
+                        })
                         .filter(|&i| self.streams[i].head.is_none())
                         .map(|i| (i, Self::accept(&mut self.streams[i], i, &message))),
                     Err(e) if is_fatal(&e) => return Err(kafka_error("Kafka consumer", &e)),
@@ -442,8 +478,12 @@ impl Reader {
                 if stream.finished || stream.head.is_some() {
                     break;
                 }
-                let Some(queue) = self.queues[i].as_ref() else { break };
-                let Some(event) = queue.poll(Duration::ZERO) else { break };
+                let Some(queue) = self.queues[i].as_ref() else {
+                    break;
+                };
+                let Some(event) = queue.poll(Duration::ZERO) else {
+                    break;
+                };
                 let seek = match event {
                     Ok(message) => Self::accept(stream, i, &message),
                     Err(KafkaError::PartitionEOF(_)) => {
@@ -471,7 +511,11 @@ impl Reader {
             let (topic, partition) = name.rsplit_once(':').unwrap_or((name, "0"));
             let range = self
                 .consumer
-                .fetch_watermarks(topic, partition.parse().unwrap_or(0), Duration::from_secs(5))
+                .fetch_watermarks(
+                    topic,
+                    partition.parse().unwrap_or(0),
+                    Duration::from_secs(5),
+                )
                 .map(|(low, high)| format!(" (the log holds offsets {low}..{high})"))
                 .unwrap_or_default();
             return Error::new(
@@ -530,7 +574,12 @@ impl Reader {
             self.stop_fetching(index);
         } else if let Some(offset) = seek {
             let spec = &self.streams[index].spec;
-            let _ = self.consumer.seek(&spec.topic, spec.partition, Offset::Offset(offset), Duration::ZERO);
+            let _ = self.consumer.seek(
+                &spec.topic,
+                spec.partition,
+                Offset::Offset(offset),
+                Duration::ZERO,
+            );
         }
     }
 
@@ -561,6 +610,20 @@ impl Reader {
         check_identity(&self.spec.entries, &saved)?;
         *self = Self::start(self.spec.clone(), state)?;
         Ok(())
+    }
+}
+
+impl Drop for Reader {
+    fn drop(&mut self) {
+        // rdkafka's own drop polls in 100 ms steps until the consumer is closed; closing here
+        // with short polls makes iterator teardown prompt.
+        self.queues.clear();
+        if self.consumer.close_queue().is_ok() {
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while !self.consumer.closed() && Instant::now() < deadline {
+                self.consumer.poll(Duration::from_millis(5));
+            }
+        }
     }
 }
 

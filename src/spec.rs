@@ -83,7 +83,10 @@ pub fn validate_topic(topic: &str) -> std::result::Result<(), String> {
         return Err("topic is empty".into());
     }
     if topic.len() > 249 {
-        return Err(format!("topic is {} characters long (at most 249)", topic.len()));
+        return Err(format!(
+            "topic is {} characters long (at most 249)",
+            topic.len()
+        ));
     }
     if topic == "." || topic == ".." {
         return Err(format!("topic \"{topic}\" is not a legal name"));
@@ -210,8 +213,14 @@ fn check_static_overlaps(entries: &[Entry]) -> Result<()> {
                 (Partitions::One(p), Partitions::One(q)) if p == q => {
                     match (a.start, b.start) {
                         (Start::Offset(x), Start::Offset(y)) => ranges_overlap(
-                            Range { start: x, last: a.last },
-                            Range { start: y, last: b.last },
+                            Range {
+                                start: x,
+                                last: a.last,
+                            },
+                            Range {
+                                start: y,
+                                last: b.last,
+                            },
                         ),
                         _ => false, // named starts are checked once resolved
                     }
@@ -251,15 +260,13 @@ pub fn resolve_streams(entries: &[Entry], cluster: &mut dyn Cluster) -> Result<V
         let partitions: Vec<i32> = match entry.partitions {
             Partitions::All => (0..count).collect(),
             Partitions::One(p) if p < count => vec![p],
-            Partitions::One(p) => {
-                return Err(Error::new(
-                    ErrorKind::NotFound,
-                    format!(
-                        "topics entry \"{}\": partition {p} does not exist (topic \"{}\" has {count})",
-                        entry.text, entry.topic
-                    ),
-                ))
-            }
+            Partitions::One(p) => return Err(Error::new(
+                ErrorKind::NotFound,
+                format!(
+                    "topics entry \"{}\": partition {p} does not exist (topic \"{}\" has {count})",
+                    entry.text, entry.topic
+                ),
+            )),
         };
         for partition in partitions {
             let start = match entry.start {
@@ -319,13 +326,25 @@ mod tests {
     #[test]
     fn parses_full_and_short_forms() {
         let e = parse_entry("t:0:5:9").unwrap();
-        assert_eq!((e.partitions, e.start, e.last), (Partitions::One(0), Start::Offset(5), 9));
+        assert_eq!(
+            (e.partitions, e.start, e.last),
+            (Partitions::One(0), Start::Offset(5), 9)
+        );
         let e = parse_entry("t").unwrap();
-        assert_eq!((e.partitions, e.start, e.last), (Partitions::All, Start::Offset(0), UNLIMITED));
+        assert_eq!(
+            (e.partitions, e.start, e.last),
+            (Partitions::All, Start::Offset(0), UNLIMITED)
+        );
         assert_eq!(parse_entry("t:3").unwrap().start, Start::Offset(0));
         assert_eq!(parse_entry("t:3:end").unwrap().start, Start::End);
-        assert_eq!(parse_entry("t:3:beginning:-1").unwrap().start, Start::Beginning);
-        assert_eq!(parse_entry("t:3:@1700000000000").unwrap().start, Start::Timestamp(1_700_000_000_000));
+        assert_eq!(
+            parse_entry("t:3:beginning:-1").unwrap().start,
+            Start::Beginning
+        );
+        assert_eq!(
+            parse_entry("t:3:@1700000000000").unwrap().start,
+            Start::Timestamp(1_700_000_000_000)
+        );
     }
 
     #[test]
@@ -366,7 +385,10 @@ mod tests {
             match topic {
                 "a" => Ok(3),
                 "b" => Ok(1),
-                _ => Err(Error::new(ErrorKind::NotFound, format!("topic \"{topic}\""))),
+                _ => Err(Error::new(
+                    ErrorKind::NotFound,
+                    format!("topic \"{topic}\""),
+                )),
             }
         }
         fn resolve_start(&mut self, _: &str, partition: i32, start: Start) -> Result<i64> {
@@ -387,21 +409,39 @@ mod tests {
         assert_eq!(names, ["b:0", "a:0", "a:1", "a:2"]);
         assert_eq!(
             streams[0].ranges,
-            [Range { start: 0, last: 4 }, Range { start: 5, last: UNLIMITED }]
+            [
+                Range { start: 0, last: 4 },
+                Range {
+                    start: 5,
+                    last: UNLIMITED
+                }
+            ]
         );
     }
 
     #[test]
     fn resolution_errors() {
         let e = parse_entries(&strings(&["a:3"])).unwrap();
-        assert_eq!(resolve_streams(&e, &mut FakeCluster).unwrap_err().kind, ErrorKind::NotFound);
+        assert_eq!(
+            resolve_streams(&e, &mut FakeCluster).unwrap_err().kind,
+            ErrorKind::NotFound
+        );
         let e = parse_entries(&strings(&["zz:0"])).unwrap();
-        assert_eq!(resolve_streams(&e, &mut FakeCluster).unwrap_err().kind, ErrorKind::NotFound);
+        assert_eq!(
+            resolve_streams(&e, &mut FakeCluster).unwrap_err().kind,
+            ErrorKind::NotFound
+        );
         // `end` resolves to 101 on partition 1, beyond last = 10.
         let e = parse_entries(&strings(&["a:1:end:10"])).unwrap();
-        assert!(resolve_streams(&e, &mut FakeCluster).unwrap_err().message.contains("below the resolved start"));
+        assert!(resolve_streams(&e, &mut FakeCluster)
+            .unwrap_err()
+            .message
+            .contains("below the resolved start"));
         // Named start resolves into an earlier open range.
         let e = parse_entries(&strings(&["a:0:0:-1", "a:0:@5"])).unwrap();
-        assert!(resolve_streams(&e, &mut FakeCluster).unwrap_err().message.contains("overlap"));
+        assert!(resolve_streams(&e, &mut FakeCluster)
+            .unwrap_err()
+            .message
+            .contains("overlap"));
     }
 }

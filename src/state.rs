@@ -97,7 +97,9 @@ fn corrupt(why: &str) -> Error {
 /// Decodes a state, rejecting foreign, corrupted, truncated and future-version bytes.
 pub fn decode(bytes: &[u8]) -> Result<State> {
     if bytes.len() < MAGIC.len() + 2 + 4 + 4 || &bytes[..4] != MAGIC {
-        return Err(corrupt("not a kafka-dataset state (bad magic or too short)"));
+        return Err(corrupt(
+            "not a kafka-dataset state (bad magic or too short)",
+        ));
     }
     let version = u16::from_le_bytes([bytes[4], bytes[5]]);
     if version != FORMAT_VERSION {
@@ -195,7 +197,9 @@ impl Cluster for Frozen<'_> {
         }
         Err(Error::new(
             ErrorKind::FailedPrecondition,
-            format!("checkpoint does not match the dataset: no saved range for {topic}:{partition}"),
+            format!(
+                "checkpoint does not match the dataset: no saved range for {topic}:{partition}"
+            ),
         ))
     }
 }
@@ -204,7 +208,11 @@ fn describe(streams: &[StreamSpec]) -> String {
     streams
         .iter()
         .map(|s| {
-            let ranges: Vec<String> = s.ranges.iter().map(|r| format!("{}..{}", r.start, r.last)).collect();
+            let ranges: Vec<String> = s
+                .ranges
+                .iter()
+                .map(|r| format!("{}..{}", r.start, r.last))
+                .collect();
             format!("{}[{}]", s.name(), ranges.join(","))
         })
         .collect::<Vec<_>>()
@@ -226,8 +234,23 @@ pub fn check_identity(entries: &[Entry], saved: &[StreamSpec]) -> Result<()> {
         numeric_starts,
         used: Vec::new(),
     };
+    let entry_list = || {
+        entries
+            .iter()
+            .map(|e| e.text.as_str())
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
     let expected = resolve_streams(entries, &mut frozen).map_err(|e| {
-        Error::new(ErrorKind::FailedPrecondition, e.message)
+        Error::new(
+            ErrorKind::FailedPrecondition,
+            format!(
+                "checkpoint does not match the dataset: the checkpoint holds streams {} but the dataset's entries are {} ({})",
+                describe(saved),
+                entry_list(),
+                e.message
+            ),
+        )
     })?;
     if expected.len() != saved.len() {
         return Err(Error::new(
@@ -265,15 +288,28 @@ mod tests {
         StreamSpec {
             topic: topic.into(),
             partition,
-            ranges: ranges.iter().map(|&(start, last)| Range { start, last }).collect(),
+            ranges: ranges
+                .iter()
+                .map(|&(start, last)| Range { start, last })
+                .collect(),
         }
     }
 
     fn sample() -> State {
         State {
             streams: vec![
-                StreamState { spec: stream("a", 0, &[(0, 4), (5, -1)]), next_offset: 3, finished: false, partition_time: 17 },
-                StreamState { spec: stream("b.x", 2, &[(9, -1)]), next_offset: 9, finished: true, partition_time: -1 },
+                StreamState {
+                    spec: stream("a", 0, &[(0, 4), (5, -1)]),
+                    next_offset: 3,
+                    finished: false,
+                    partition_time: 17,
+                },
+                StreamState {
+                    spec: stream("b.x", 2, &[(9, -1)]),
+                    next_offset: 9,
+                    finished: true,
+                    partition_time: -1,
+                },
             ],
         }
     }
@@ -308,17 +344,27 @@ mod tests {
 
     #[test]
     fn identity_accepts_own_resolution_and_names_differences() {
-        let entries = parse_entries(&["a:0:0:4".into(), "a:0:5:-1".into(), "b.x:2:end".into()]).unwrap();
+        let entries =
+            parse_entries(&["a:0:0:4".into(), "a:0:5:-1".into(), "b.x:2:end".into()]).unwrap();
         let saved: Vec<StreamSpec> = sample().streams.into_iter().map(|s| s.spec).collect();
         check_identity(&entries, &saved).unwrap();
-        let other = parse_entries(&["a:0:0:4".into(), "a:0:5:-1".into(), "b.x:1:end".into()]).unwrap();
+        let other =
+            parse_entries(&["a:0:0:4".into(), "a:0:5:-1".into(), "b.x:1:end".into()]).unwrap();
         let e = check_identity(&other, &saved).unwrap_err();
         assert_eq!(e.kind, ErrorKind::FailedPrecondition);
-        let other = parse_entries(&["a:0:0:3".into(), "a:0:5:-1".into(), "b.x:2:end".into()]).unwrap();
-        assert!(check_identity(&other, &saved).unwrap_err().message.contains("a:0[0..4,5..-1]"));
+        let other =
+            parse_entries(&["a:0:0:3".into(), "a:0:5:-1".into(), "b.x:2:end".into()]).unwrap();
+        assert!(check_identity(&other, &saved)
+            .unwrap_err()
+            .message
+            .contains("a:0[0..4,5..-1]"));
         let other = parse_entries(&["c:0".into()]).unwrap();
-        assert!(check_identity(&other, &saved).unwrap_err().message.contains("topic \"c\""));
-        let reordered = parse_entries(&["b.x:2:end".into(), "a:0:0:4".into(), "a:0:5:-1".into()]).unwrap();
+        assert!(check_identity(&other, &saved)
+            .unwrap_err()
+            .message
+            .contains("topic \"c\""));
+        let reordered =
+            parse_entries(&["b.x:2:end".into(), "a:0:0:4".into(), "a:0:5:-1".into()]).unwrap();
         assert!(check_identity(&reordered, &saved).is_err());
     }
 }

@@ -131,7 +131,10 @@ fn boundary(f: impl FnOnce() -> Result<(), Error>) -> *mut kd_error {
         Ok(Err(err)) => new_error(err),
         Err(payload) => new_error(Error::new(
             ErrorKind::Internal,
-            format!("kafka-dataset bug (Rust panic): {}", panic_message(payload.as_ref())),
+            format!(
+                "kafka-dataset bug (Rust panic): {}",
+                panic_message(payload.as_ref())
+            ),
         )),
     }
 }
@@ -148,7 +151,8 @@ unsafe fn read_str(s: kd_str, what: &str) -> Result<String, Error> {
         return Err(null_argument(what));
     }
     let bytes = std::slice::from_raw_parts(s.data as *const u8, s.len);
-    String::from_utf8(bytes.to_vec()).map_err(|_| Error::invalid(format!("{what} is not valid UTF-8")))
+    String::from_utf8(bytes.to_vec())
+        .map_err(|_| Error::invalid(format!("{what} is not valid UTF-8")))
 }
 
 /// # Safety
@@ -169,8 +173,14 @@ unsafe fn read_strs(items: *const kd_str, len: usize, what: &str) -> Result<Vec<
 
 fn view_bytes(b: Option<&Vec<u8>>) -> kd_bytes {
     match b {
-        Some(v) => kd_bytes { data: v.as_ptr(), len: v.len() },
-        None => kd_bytes { data: std::ptr::null(), len: 0 },
+        Some(v) => kd_bytes {
+            data: v.as_ptr(),
+            len: v.len(),
+        },
+        None => kd_bytes {
+            data: std::ptr::null(),
+            len: 0,
+        },
     }
 }
 
@@ -193,8 +203,14 @@ pub unsafe extern "C" fn kd_error_code(error: *const kd_error) -> kd_code {
 #[no_mangle]
 pub unsafe extern "C" fn kd_error_message(error: *const kd_error) -> kd_str {
     match error.as_ref() {
-        Some(e) => kd_str { data: e.message.as_ptr() as *const c_char, len: e.message.len() },
-        None => kd_str { data: std::ptr::null(), len: 0 },
+        Some(e) => kd_str {
+            data: e.message.as_ptr() as *const c_char,
+            len: e.message.len(),
+        },
+        None => kd_str {
+            data: std::ptr::null(),
+            len: 0,
+        },
     }
 }
 
@@ -231,8 +247,16 @@ pub unsafe extern "C" fn kd_dataset_new(
             &read_str(options.group, "group")?,
             options.eof,
             options.timeout_ms,
-            &read_strs(options.config_global, options.config_global_len, "config_global")?,
-            &read_strs(options.config_topic, options.config_topic_len, "config_topic")?,
+            &read_strs(
+                options.config_global,
+                options.config_global_len,
+                "config_global",
+            )?,
+            &read_strs(
+                options.config_topic,
+                options.config_topic_len,
+                "config_topic",
+            )?,
         )?;
         *out_dataset = Box::into_raw(Box::new(kd_dataset { spec }));
         Ok(())
@@ -285,7 +309,10 @@ pub unsafe extern "C" fn kd_reader_next(
     out_message: *mut kd_message_view,
 ) -> *mut kd_error {
     boundary(|| {
-        let reader = &mut reader.as_mut().ok_or_else(|| null_argument("reader"))?.reader;
+        let reader = &mut reader
+            .as_mut()
+            .ok_or_else(|| null_argument("reader"))?
+            .reader;
         if out_status.is_null() || out_message.is_null() {
             return Err(null_argument("out_status/out_message"));
         }
@@ -296,7 +323,10 @@ pub unsafe extern "C" fn kd_reader_next(
                 *out_message = kd_message_view {
                     value: view_bytes(m.value.as_ref()),
                     key: view_bytes(m.key.as_ref()),
-                    topic: kd_str { data: stream.topic.as_ptr() as *const c_char, len: stream.topic.len() },
+                    topic: kd_str {
+                        data: stream.topic.as_ptr() as *const c_char,
+                        len: stream.topic.len(),
+                    },
                     partition: stream.partition,
                     offset: m.offset,
                     timestamp: m.timestamp,
@@ -317,14 +347,23 @@ pub unsafe extern "C" fn kd_reader_next(
 /// # Safety
 /// `reader` must be a live reader not used concurrently; `out_state` must be writable.
 #[no_mangle]
-pub unsafe extern "C" fn kd_reader_save(reader: *mut kd_reader, out_state: *mut kd_bytes) -> *mut kd_error {
+pub unsafe extern "C" fn kd_reader_save(
+    reader: *mut kd_reader,
+    out_state: *mut kd_bytes,
+) -> *mut kd_error {
     boundary(|| {
-        let reader = &mut reader.as_mut().ok_or_else(|| null_argument("reader"))?.reader;
+        let reader = &mut reader
+            .as_mut()
+            .ok_or_else(|| null_argument("reader"))?
+            .reader;
         if out_state.is_null() {
             return Err(null_argument("out_state"));
         }
         let bytes = reader.save();
-        *out_state = kd_bytes { data: bytes.as_ptr(), len: bytes.len() };
+        *out_state = kd_bytes {
+            data: bytes.as_ptr(),
+            len: bytes.len(),
+        };
         Ok(())
     })
 }
@@ -342,7 +381,10 @@ pub unsafe extern "C" fn kd_reader_restore(
     state_len: usize,
 ) -> *mut kd_error {
     boundary(|| {
-        let reader = &mut reader.as_mut().ok_or_else(|| null_argument("reader"))?.reader;
+        let reader = &mut reader
+            .as_mut()
+            .ok_or_else(|| null_argument("reader"))?
+            .reader;
         let bytes = if state_len == 0 {
             &[][..]
         } else if state.is_null() {

@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Installs everything the build, the tests and the demo need, into project-local, git-ignored
+# folders (.venv/, .tools/, target/), then builds and installs the package. Idempotent: a second
+# run reuses the caches and takes seconds; it never depends on them.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+TOOLS=$ROOT/.tools
+TANSU_VERSION=0.6.0
+CBINDGEN_VERSION=0.29.0
+export PIP_CACHE_DIR=$TOOLS/pip-cache
+export PIP_DISABLE_PIP_VERSION_CHECK=1
+mkdir -p "$TOOLS"
+log() { printf '\n== %s (%ss)\n' "$*" "$SECONDS"; }
+
+log "system packages"
+missing=()
+for tool in g++:g++ make:make perl:perl clang-format:clang-format; do
+  command -v "${tool%%:*}" >/dev/null || missing+=("${tool##*:}")
+done
+python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
+if ((${#missing[@]})); then
+  SUDO=$([ "$(id -u)" = 0 ] || echo sudo)
+  $SUDO apt-get update -q
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q "${missing[@]}"
+fi
+command -v cargo >/dev/null || { echo "cargo (Rust toolchain) is required" >&2; exit 1; }
+
+log "tansu $TANSU_VERSION (local Kafka-compatible broker)"
+if ! "$TOOLS/tansu/bin/tansu" --version 2>/dev/null | grep -q "$TANSU_VERSION"; then
+  # memory:// storage needs the dynostore feature (DESIGN.md §5); ~12 minutes once.
+  cargo install tansu --locked --version "$TANSU_VERSION" --features dynostore,libsql --root "$TOOLS/tansu"
+fi
+
+log "cbindgen $CBINDGEN_VERSION (C header generator, checked in CI)"
+if ! "$TOOLS/cbindgen/bin/cbindgen" --version 2>/dev/null | grep -q "$CBINDGEN_VERSION"; then
+  cargo install cbindgen --locked --version "$CBINDGEN_VERSION" --root "$TOOLS/cbindgen"
+fi
+
+log "Python venv with the pinned TensorFlow"
+stamp=.venv/.requirements.sha
+want=$(sha256sum requirements-dev.txt | cut -d' ' -f1)
+if [ ! -x .venv/bin/python ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  python3 -m venv .venv
+  .venv/bin/pip install -q --upgrade pip
+  .venv/bin/pip install -q -r requirements-dev.txt
+  echo "$want" >"$stamp"
+fi
+
+log "build libkafka_dataset.so and install the kafka_dataset package"
+.venv/bin/pip install -q --no-build-isolation --no-deps --force-reinstall .
+.venv/bin/python -c 'import kafka_dataset; kafka_dataset.load_library(); print("kafka_dataset ready:", kafka_dataset.library_path())' 2>&1 | grep -v -E '^(WARNING|I0000|W0000|To enable)'
+log "setup done"

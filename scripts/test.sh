@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Sets everything up (scripts/setup.sh), runs the style checks, the Rust tests (core, C ABI,
+# librdkafka mock cluster) and the Python tests against a real local broker (tansu, started by
+# the tests themselves; $KAFKA_BOOTSTRAP_SERVERS points them at another cluster instead).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+log() { printf '\n== %s (%ss)\n' "$*" "$SECONDS"; }
+
+log "style: rustfmt, clippy, clang-format, ruff, generated header"
+cargo fmt --check
+cargo clippy --release --locked --all-targets -- -D warnings
+clang-format --style=file --dry-run --Werror cc/*.cc
+.venv/bin/ruff format --check python tests examples setup.py
+.venv/bin/ruff check python tests examples setup.py
+.tools/cbindgen/bin/cbindgen --quiet --config cbindgen.toml --crate kafka_dataset -o target/kafka_dataset.h
+diff -u include/kafka_dataset.h target/kafka_dataset.h || {
+  echo "include/kafka_dataset.h is stale: regenerate it with .tools/cbindgen/bin/cbindgen --config cbindgen.toml --crate kafka_dataset -o include/kafka_dataset.h" >&2
+  exit 1
+}
+
+log "Rust tests"
+cargo test --release --locked
+
+log "Python tests"
+.venv/bin/python -m pytest tests -q "$@"
+log "all tests passed"

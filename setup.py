@@ -1,0 +1,54 @@
+"""Builds libkafka_dataset.so with cargo (feature `tensorflow`, against the TensorFlow of the
+Python running this build) and installs it beside the `kafka_dataset` package.
+
+    pip install --no-build-isolation .
+"""
+
+import os
+import shutil
+import subprocess
+import sys
+
+from setuptools import Distribution, setup
+from setuptools.command.build_ext import build_ext
+
+ROOT = os.path.dirname(os.path.abspath(__file__))
+LIBRARY = "libkafka_dataset.so"
+
+
+class CargoBuildExt(build_ext):
+    """Runs `cargo build --release --features tensorflow` and copies the cdylib."""
+
+    def run(self):
+        env = dict(os.environ)
+        # build.rs asks this interpreter's tf.sysconfig for compile and link flags.
+        env.setdefault("PYTHON", sys.executable)
+        target_dir = env.setdefault("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
+        subprocess.check_call(
+            ["cargo", "build", "--release", "--locked", "--features", "tensorflow"], cwd=ROOT, env=env
+        )
+        built = os.path.join(target_dir, "release", LIBRARY)
+        for dest_root in {self.build_lib, os.path.join(ROOT, "python")} if self.inplace else {self.build_lib}:
+            dest = os.path.join(dest_root, "kafka_dataset", LIBRARY)
+            os.makedirs(os.path.dirname(dest), exist_ok=True)
+            shutil.copyfile(built, dest)
+
+
+class BinaryDistribution(Distribution):
+    """The package ships a native library: build a platform wheel."""
+
+    def has_ext_modules(self):
+        return True
+
+
+setup(
+    name="kafka-dataset",
+    version="0.1.0",
+    description="Kafka source for tf.data: partitions merged in timestamp order, exact checkpointed position",
+    packages=["kafka_dataset"],
+    package_dir={"": "python"},
+    python_requires=">=3.9",
+    cmdclass={"build_ext": CargoBuildExt},
+    distclass=BinaryDistribution,
+    zip_safe=False,
+)

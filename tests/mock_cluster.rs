@@ -1,0 +1,265 @@
+//! Reader tests against librdkafka's mock cluster (in-process brokers with fault injection).
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::time::{Duration, Instant};
+
+use kafka_dataset::{DatasetSpec, ErrorKind, Next, Reader};
+use rand::{Rng, SeedableRng};
+use rdkafka::mocking::MockCluster;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::ClientConfig;
+
+const WAIT: Duration = Duration::from_millis(100);
+
+struct Cluster {
+    mock: MockCluster<'static, rdkafka::producer::DefaultProducerContext>,
+    producer: BaseProducer,
+}
+
+impl Cluster {
+    fn new(topic: &str, partitions: i32) -> Self {
+        let mock = MockCluster::new(1).expect("mock cluster");
+        mock.create_topic(topic, partitions, 1).expect("topic");
+        let producer: BaseProducer = ClientConfig::new()
+            .set("bootstrap.servers", mock.bootstrap_servers())
+            .set("linger.ms", "0")
+            .create()
+            .expect("producer");
+        Cluster { mock, producer }
+    }
+
+    fn servers(&self) -> String {
+        self.mock.bootstrap_servers()
+    }
+
+    /// Queues `value` for `topic:partition` with CreateTime `ts`; [`Cluster::flush`] delivers.
+    fn produce(&self, topic: &str, partition: i32, ts: i64, key: Option<&str>, value: &str) {
+        let mut record = BaseRecord::to(topic)
+            .partition(partition)
+            .payload(value)
+            .timestamp(ts);
+        if let Some(k) = key {
+            record = record.key(k);
+        }
+        self.producer
+            .send(record)
+            .map_err(|(e, _)| e)
+            .expect("send");
+    }
+
+    /// Waits until every queued message is delivered.
+    fn flush(&self) {
+        self.producer.flush(Duration::from_secs(10)).expect("flush");
+    }
+}
+
+fn spec(servers: &str, topics: &[&str], eof: bool, timeout_ms: i64) -> DatasetSpec {
+    let topics: Vec<String> = topics.iter().map(|s| s.to_string()).collect();
+    DatasetSpec::new(&topics, servers, "", eof, timeout_ms, &[], &[]).expect("valid spec")
+}
+
+/// One element: (partition, offset, timestamp, value).
+type Element = (i32, i64, i64, String);
+
+/// Reads until the end (eof=true) or `limit` elements, failing after `deadline`.
+fn read(reader: &mut Reader, limit: usize, deadline: Duration) -> Vec<Element> {
+    let stop = Instant::now() + deadline;
+    let mut out = Vec::new();
+    while out.len() < limit {
+        assert!(
+            Instant::now() < stop,
+            "no end after {deadline:?}; got {} elements",
+            out.len()
+        );
+        match reader.next(WAIT).expect("next") {
+            Next::Element => {
+                let (m, s) = reader.current();
+                let value = String::from_utf8(m.value.clone().unwrap_or_default()).unwrap();
+                out.push((s.partition, m.offset, m.timestamp, value));
+            }
+            Next::Pending => {}
+            Next::End => break,
+        }
+    }
+    out
+}
+
+/// Independent k-way merge of per-partition lists by (timestamp, stream index, offset).
+fn expected_merge(per_partition: &[Vec<(i64, i64, String)>], order: &[i32]) -> Vec<Element> {
+    let mut heap = BinaryHeap::new();
+    let mut cursor = vec![0usize; order.len()];
+    for (i, &p) in order.iter().enumerate() {
+        if let Some((off, ts, _)) = per_partition[p as usize].first() {
+            heap.push(Reverse((*ts, i, *off)));
+        }
+    }
+    let mut out = Vec::new();
+    while let Some(Reverse((_, i, _))) = heap.pop() {
+        let p = order[i];
+        let (off, ts, v) = per_partition[p as usize][cursor[i]].clone();
+        out.push((p, off, ts, v));
+        cursor[i] += 1;
+        if let Some((off, ts, _)) = per_partition[p as usize].get(cursor[i]) {
+            heap.push(Reverse((*ts, i, *off)));
+        }
+    }
+    out
+}
+
+fn random_partitions(
+    cluster: &Cluster,
+    topic: &str,
+    partitions: i32,
+    per: usize,
+    seed: u64,
+) -> Vec<Vec<(i64, i64, String)>> {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut data = vec![Vec::new(); partitions as usize];
+    for p in 0..partitions {
+        let mut ts = 1_700_000_000_000i64;
+        for offset in 0..per as i64 {
+            // Small steps make cross-partition ties likely; one step goes backwards.
+            ts += rng.gen_range(0..3);
+            let t = if offset == 3 { ts - 10 } else { ts };
+            let value = format!("p{p}-o{offset}");
+            cluster.produce(topic, p, t, None, &value);
+            data[p as usize].push((offset, t, value));
+        }
+    }
+    cluster.flush();
+    data
+}
+
+#[test]
+fn eof_read_is_the_exact_k_way_merge() {
+    let c = Cluster::new("orders", 4);
+    let data = random_partitions(&c, "orders", 4, 25, 7);
+    // Stream order = first entry position: 2, 0, 3, 1.
+    let mut r = Reader::new(&spec(
+        &c.servers(),
+        &["orders:2", "orders:0", "orders:3", "orders:1"],
+        true,
+        1000,
+    ))
+    .unwrap();
+    let got = read(&mut r, usize::MAX, Duration::from_secs(30));
+    assert_eq!(got, expected_merge(&data, &[2, 0, 3, 1]));
+}
+
+#[test]
+fn save_then_restore_continues_at_the_next_message() {
+    let c = Cluster::new("events", 3);
+    random_partitions(&c, "events", 3, 20, 11);
+    let s = spec(&c.servers(), &["events"], true, 1000);
+    let full = read(
+        &mut Reader::new(&s).unwrap(),
+        usize::MAX,
+        Duration::from_secs(30),
+    );
+    assert_eq!(full.len(), 60);
+    for cut in [0usize, 1, 17, 59, 60] {
+        let mut first = Reader::new(&s).unwrap();
+        let prefix = read(&mut first, cut, Duration::from_secs(30));
+        let state = first.save().to_vec();
+        drop(first);
+        let mut second = Reader::new(&s).unwrap();
+        second.restore(&state).unwrap();
+        let suffix = read(&mut second, usize::MAX, Duration::from_secs(30));
+        assert_eq!([prefix, suffix].concat(), full, "cut at {cut}");
+    }
+}
+
+#[test]
+fn chained_ranges_and_inclusive_last() {
+    let c = Cluster::new("d", 1);
+    for i in 0..10 {
+        c.produce("d", 0, 1000 + i, None, &format!("D{i}"));
+    }
+    c.flush();
+    let values = |entries: &[&str]| -> Vec<String> {
+        let mut r = Reader::new(&spec(&c.servers(), entries, true, 500)).unwrap();
+        read(&mut r, usize::MAX, Duration::from_secs(20))
+            .into_iter()
+            .map(|e| e.3)
+            .collect()
+    };
+    assert_eq!(values(&["d:0:0:4"]), ["D0", "D1", "D2", "D3", "D4"]);
+    assert_eq!(values(&["d:0:5:-1"]), ["D5", "D6", "D7", "D8", "D9"]);
+    assert_eq!(values(&["d:0:5:-1", "d:0:0:4"]).len(), 10);
+    assert_eq!(values(&["d:0:1:2", "d:0:7:8"]), ["D1", "D2", "D7", "D8"]);
+}
+
+#[test]
+fn idle_partition_costs_the_timeout_once_not_per_element() {
+    let c = Cluster::new("busy", 3);
+    for i in 0..60 {
+        c.produce("busy", i % 2, 5000 + i as i64, None, "x");
+    }
+    c.flush();
+    // Partition 2 stays empty: caught up, so it may hold the merge back for `timeout` once.
+    let mut r = Reader::new(&spec(&c.servers(), &["busy"], false, 300)).unwrap();
+    let start = Instant::now();
+    let got = read(&mut r, 60, Duration::from_secs(20));
+    assert_eq!(got.len(), 60);
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        start.elapsed()
+    );
+    // Streaming: data produced after the read started arrives, in order.
+    c.produce("busy", 2, 9000, None, "late-arrival");
+    c.flush();
+    let more = read(&mut r, 1, Duration::from_secs(10));
+    assert_eq!(more[0].3, "late-arrival");
+}
+
+#[test]
+fn broker_outage_blocks_without_error_and_recovers() {
+    let c = Cluster::new("flaky", 1);
+    c.produce("flaky", 0, 1, None, "before");
+    c.flush();
+    let mut r = Reader::new(&spec(&c.servers(), &["flaky"], false, 200)).unwrap();
+    assert_eq!(read(&mut r, 1, Duration::from_secs(10))[0].3, "before");
+    c.mock.broker_down(1).unwrap();
+    // While the broker is down, next() returns Pending within its wait, never an error.
+    let t = Instant::now();
+    assert_eq!(r.next(Duration::from_millis(300)).unwrap(), Next::Pending);
+    assert!(t.elapsed() < Duration::from_secs(2));
+    c.mock.broker_up(1).unwrap();
+    c.produce("flaky", 0, 2, None, "after");
+    c.flush();
+    assert_eq!(read(&mut r, 1, Duration::from_secs(30))[0].3, "after");
+}
+
+#[test]
+fn unknown_topic_and_partition_are_not_found() {
+    let c = Cluster::new("known", 2);
+    let err = Reader::new(&spec(&c.servers(), &["known:5"], true, 100))
+        .err()
+        .unwrap();
+    assert_eq!(err.kind, ErrorKind::NotFound);
+    assert!(err.message.contains("known:5"), "{}", err.message);
+    let err = Reader::new(&spec(&c.servers(), &["missing-topic:0"], true, 100))
+        .err()
+        .unwrap();
+    assert_eq!(err.kind, ErrorKind::NotFound, "{}", err.message);
+    assert!(err.message.contains("missing-topic"), "{}", err.message);
+}
+
+#[test]
+fn restore_refuses_other_streams() {
+    let c = Cluster::new("a", 2);
+    let mut r = Reader::new(&spec(&c.servers(), &["a:0"], true, 100)).unwrap();
+    let state = r.save().to_vec();
+    let mut other = Reader::new(&spec(&c.servers(), &["a:1"], true, 100)).unwrap();
+    let err = other.restore(&state).unwrap_err();
+    assert_eq!(err.kind, ErrorKind::FailedPrecondition);
+    assert!(
+        err.message.contains("a:0") && err.message.contains("a:1"),
+        "{}",
+        err.message
+    );
+    let err = other.restore(b"garbage").unwrap_err();
+    assert_eq!(err.kind, ErrorKind::FailedPrecondition);
+}
