@@ -260,13 +260,15 @@ pub fn resolve_streams(entries: &[Entry], cluster: &mut dyn Cluster) -> Result<V
         let partitions: Vec<i32> = match entry.partitions {
             Partitions::All => (0..count).collect(),
             Partitions::One(p) if p < count => vec![p],
-            Partitions::One(p) => return Err(Error::new(
-                ErrorKind::NotFound,
-                format!(
+            Partitions::One(p) => {
+                return Err(Error::new(
+                    ErrorKind::NotFound,
+                    format!(
                     "topics entry \"{}\": partition {p} does not exist (topic \"{}\" has {count})",
                     entry.text, entry.topic
                 ),
-            )),
+                ))
+            }
         };
         for partition in partitions {
             let start = match entry.start {

@@ -263,3 +263,24 @@ fn restore_refuses_other_streams() {
     let err = other.restore(b"garbage").unwrap_err();
     assert_eq!(err.kind, ErrorKind::FailedPrecondition);
 }
+
+#[test]
+fn unreachable_brokers_are_unavailable_after_a_bounded_deadline() {
+    // A port nothing listens on: bind, read the port, close.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let start = Instant::now();
+    let err = Reader::new(&spec(&format!("127.0.0.1:{port}"), &["t:0"], true, 100))
+        .err()
+        .unwrap();
+    assert_eq!(err.kind, ErrorKind::Unavailable, "{}", err.message);
+    assert!(err.message.contains("unreachable"), "{}", err.message);
+    assert!(
+        start.elapsed() < Duration::from_secs(20),
+        "took {:?}",
+        start.elapsed()
+    );
+}

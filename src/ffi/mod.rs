@@ -406,3 +406,97 @@ pub unsafe extern "C" fn kd_reader_free(reader: *mut kd_reader) {
         let _ = catch_unwind(AssertUnwindSafe(|| drop(Box::from_raw(reader))));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(text: &str) -> kd_str {
+        kd_str {
+            data: text.as_ptr() as *const c_char,
+            len: text.len(),
+        }
+    }
+
+    unsafe fn take(err: *mut kd_error) -> (kd_code, String) {
+        assert!(!err.is_null(), "expected an error");
+        let view = kd_error_message(err);
+        let message =
+            String::from_utf8_lossy(std::slice::from_raw_parts(view.data as *const u8, view.len))
+                .into_owned();
+        let code = kd_error_code(err);
+        kd_error_free(err);
+        (code, message)
+    }
+
+    fn options(topics: &[kd_str], timeout_ms: i64) -> kd_dataset_options {
+        kd_dataset_options {
+            topics: topics.as_ptr(),
+            topics_len: topics.len(),
+            servers: s("localhost:9092"),
+            group: s(""),
+            eof: true,
+            timeout_ms,
+            config_global: std::ptr::null(),
+            config_global_len: 0,
+            config_topic: std::ptr::null(),
+            config_topic_len: 0,
+        }
+    }
+
+    #[test]
+    fn a_panic_becomes_an_internal_error() {
+        let err = boundary(|| panic!("boom {}", 42));
+        let (code, message) = unsafe { take(err) };
+        assert_eq!(code, kd_code::KD_CODE_INTERNAL);
+        assert!(message.contains("boom 42"), "{message}");
+    }
+
+    #[test]
+    fn dataset_new_validates_and_writes_out_param_only_on_success() {
+        unsafe {
+            let topics = [s("t:0:5:3")];
+            let mut out: *mut kd_dataset = std::ptr::null_mut();
+            let (code, message) = take(kd_dataset_new(&options(&topics, 100), &mut out));
+            assert_eq!(code, kd_code::KD_CODE_INVALID_ARGUMENT);
+            assert!(message.contains("t:0:5:3"), "{message}");
+            assert!(out.is_null());
+            let (code, _) = take(kd_dataset_new(&options(&[s("t")], 0), &mut out));
+            assert_eq!(code, kd_code::KD_CODE_INVALID_ARGUMENT);
+            assert!(kd_dataset_new(&options(&[s("t:0")], 100), &mut out).is_null());
+            assert!(!out.is_null());
+            kd_dataset_free(out);
+        }
+    }
+
+    #[test]
+    fn null_arguments_are_errors_not_crashes() {
+        unsafe {
+            let (code, _) = take(kd_dataset_new(std::ptr::null(), std::ptr::null_mut()));
+            assert_eq!(code, kd_code::KD_CODE_INVALID_ARGUMENT);
+            let mut status = kd_next_status::KD_NEXT_END;
+            let mut view = std::mem::zeroed::<kd_message_view>();
+            let (code, _) = take(kd_reader_next(
+                std::ptr::null_mut(),
+                1,
+                &mut status,
+                &mut view,
+            ));
+            assert_eq!(code, kd_code::KD_CODE_INVALID_ARGUMENT);
+            let (code, _) = take(kd_reader_new(std::ptr::null(), std::ptr::null_mut()));
+            assert_eq!(code, kd_code::KD_CODE_INVALID_ARGUMENT);
+            let bad_utf8 = [0xffu8, 0xfe];
+            let topics = [kd_str {
+                data: bad_utf8.as_ptr() as *const c_char,
+                len: 2,
+            }];
+            let mut out: *mut kd_dataset = std::ptr::null_mut();
+            let (code, message) = take(kd_dataset_new(&options(&topics, 100), &mut out));
+            assert_eq!(code, kd_code::KD_CODE_INVALID_ARGUMENT);
+            assert!(message.contains("topics[0]"), "{message}");
+            kd_error_free(std::ptr::null_mut());
+            kd_dataset_free(std::ptr::null_mut());
+            kd_reader_free(std::ptr::null_mut());
+        }
+    }
+}
