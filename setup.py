@@ -25,13 +25,20 @@ class CargoBuildExt(build_ext):
         env.setdefault("PYTHON", sys.executable)
         target_dir = env.setdefault("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
         subprocess.check_call(
-            ["cargo", "build", "--release", "--locked", "--features", "tensorflow"], cwd=ROOT, env=env
+            ["cargo", "build", "--release", "--locked", "--features", "tensorflow"],
+            cwd=ROOT,
+            env=env,
         )
         built = os.path.join(target_dir, "release", LIBRARY)
-        for dest_root in {self.build_lib, os.path.join(ROOT, "python")} if self.inplace else {self.build_lib}:
+        for dest_root in (
+            {self.build_lib, os.path.join(ROOT, "python")} if self.inplace else {self.build_lib}
+        ):
             dest = os.path.join(dest_root, "kafka_dataset", LIBRARY)
             os.makedirs(os.path.dirname(dest), exist_ok=True)
-            shutil.copyfile(built, dest)
+            # Never overwrite a library in place: processes that loaded it would crash.
+            staging = dest + ".tmp"
+            shutil.copyfile(built, staging)
+            os.replace(staging, dest)
 
 
 class BinaryDistribution(Distribution):

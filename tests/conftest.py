@@ -16,7 +16,9 @@ import pytest
 try:
     import kafka_dataset  # noqa: F401
 except ImportError:  # running from the source tree without PYTHONPATH=python
-    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "python"))
+    sys.path.insert(
+        0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "python")
+    )
 
 from kafka_dataset import testing as kt  # noqa: E402
 
@@ -28,7 +30,8 @@ _session_broker = None
 
 def pytest_configure(config):
     config.addinivalue_line(
-        "markers", "library: needs libkafka_dataset.so; a missing library is a failure, not a skip")
+        "markers", "library: needs libkafka_dataset.so; a missing library is a failure, not a skip"
+    )
 
 
 def pytest_collection_modifyitems(config, items):
@@ -42,8 +45,9 @@ def pytest_runtest_makereport(item, call):
     outcome = yield
     report = outcome.get_result()
     if report.failed and _session_broker is not None and not _session_broker.external:
-        report.sections.append(("broker log (%s)" % _session_broker.log_path,
-                                _session_broker.log_tail(80)))
+        report.sections.append(
+            ("broker log (%s)" % _session_broker.log_path, _session_broker.log_tail(80))
+        )
 
 
 @pytest.fixture(autouse=True)
@@ -73,6 +77,7 @@ def broker():
 def kd():
     """The kafka_dataset package with its op library loaded."""
     import kafka_dataset
+
     try:
         kafka_dataset.load_library()
     except kafka_dataset.LibraryError as e:

@@ -64,7 +64,13 @@ def first_difference(got, expected):
     for i, (a, b) in enumerate(zip(got, expected)):
         if a != b:
             return "first difference at index %d: got %r, expected %r (got[%d:%d]=%r)" % (
-                i, a, b, max(0, i - 2), i + 3, got[max(0, i - 2):i + 3])
+                i,
+                a,
+                b,
+                max(0, i - 2),
+                i + 3,
+                got[max(0, i - 2) : i + 3],
+            )
     if len(got) != len(expected):
         return "length differs: got %d, expected %d" % (len(got), len(expected))
     return "equal"
@@ -122,8 +128,10 @@ class GraphReader:
             except tf.errors.OutOfRangeError:
                 return out
             except tf.errors.DeadlineExceededError:
-                raise AssertionError("the dataset did not end: get_next blocked for %d ms after %d "
-                                     "elements %r" % (timeout_ms, len(out), out[-5:]))
+                raise AssertionError(
+                    "the dataset did not end: get_next blocked for %d ms after %d "
+                    "elements %r" % (timeout_ms, len(out), out[-5:])
+                )
             if len(out) > limit:
                 raise AssertionError("dataset did not end after %d elements" % limit)
 
@@ -150,5 +158,5 @@ def parse_result(stdout):
     """The JSON payload of the child's ``RESULT {...}`` line."""
     for line in reversed(stdout.splitlines()):
         if line.startswith("RESULT "):
-            return json.loads(line[len("RESULT "):])
+            return json.loads(line[len("RESULT ") :])
     raise AssertionError("child printed no RESULT line; stdout:\n" + stdout[-4000:])

@@ -5,14 +5,19 @@ import json
 
 import pytest
 import tensorflow as tf
-
-from helpers import (BASE_TS, eager_values, first_difference, kway_merge, parse_result,
-                     streams_from_delivered)
+from helpers import (
+    BASE_TS,
+    eager_values,
+    first_difference,
+    kway_merge,
+    parse_result,
+    streams_from_delivered,
+)
 
 # The seed example (seeds/KafkaDataset.md), verbatim where possible; `import tensorflow.compat.v1
 # as tf` is how TF1 code runs on TF 2.x. Reads are bounded by a RunOptions deadline so a broken
 # reader fails instead of hanging.
-SEED_GRAPH = r'''
+SEED_GRAPH = r"""
 import json, sys
 import kafka_dataset  # noqa: F401  -- installs tf.data.KafkaDataset
 import tensorflow.compat.v1 as tf
@@ -32,9 +37,11 @@ saveable_obj = tf.data.experimental.make_saveable_from_iterator(iterator)
 tf.add_to_collection(tf.GraphKeys.SAVEABLE_OBJECTS, saveable_obj)
 saver = tf.train.Saver()
 opts = tf.RunOptions(timeout_in_ms=20000)
-'''
+"""
 
-SEED_SAVE = SEED_GRAPH + r'''
+SEED_SAVE = (
+    SEED_GRAPH
+    + r"""
 got = []
 with tf.Session() as sess:
   sess.run(init_op)
@@ -42,9 +49,12 @@ with tf.Session() as sess:
     got.append(sess.run(get_next, options=opts).decode())
   saver.save(sess, args["ckpt"])
 print("RESULT " + json.dumps(got))
-'''
+"""
+)
 
-SEED_RESTORE = SEED_GRAPH + r'''
+SEED_RESTORE = (
+    SEED_GRAPH
+    + r"""
 got = []
 with tf.Session() as sess:
   sess.run(init_op)                 # initializer first, then restore (DESIGN §5)
@@ -56,7 +66,8 @@ with tf.Session() as sess:
   except tf.errors.DeadlineExceededError:
     extra = None
 print("RESULT " + json.dumps({"got": got, "extra": extra}))
-'''
+"""
+)
 
 
 def _produce_interleaved(kafka, topic, partitions, total):
@@ -68,23 +79,36 @@ def _produce_interleaved(kafka, topic, partitions, total):
     return kafka.produce(topic, records)
 
 
-@pytest.mark.parametrize("partitions, total, n", [(1, 100, 37), (3, 60, 25), (3, 30, 0), (2, 20, 20)],
-                         ids=["seed-1-partition", "3-partitions", "save-before-first", "save-at-end"])
-def test_seed_example_saves_and_a_new_process_continues(kd, kafka, run_python, tmp_path,
-                                                        partitions, total, n):
+@pytest.mark.parametrize(
+    "partitions, total, n",
+    [(1, 100, 37), (3, 60, 25), (3, 30, 0), (2, 20, 20)],
+    ids=["seed-1-partition", "3-partitions", "save-before-first", "save-at-end"],
+)
+def test_seed_example_saves_and_a_new_process_continues(
+    kd, kafka, run_python, tmp_path, partitions, total, n
+):
     topic = kafka.new_topic(partitions)
     delivered = _produce_interleaved(kafka, topic, partitions, total)
-    expected = [v.decode() for v in kway_merge(streams_from_delivered(delivered, range(partitions)))]
+    expected = [
+        v.decode() for v in kway_merge(streams_from_delivered(delivered, range(partitions)))
+    ]
     (tmp_path / "ckpt").mkdir()
-    args = {"topics": ["%s:%d:0:-1" % (topic, p) for p in range(partitions)],
-            "servers": kafka.servers, "group": kafka.new_group(), "ckpt": "ckpt/1"}
+    args = {
+        "topics": ["%s:%d:0:-1" % (topic, p) for p in range(partitions)],
+        "servers": kafka.servers,
+        "group": kafka.new_group(),
+        "ckpt": "ckpt/1",
+    }
 
-    saved = parse_result(run_python(SEED_SAVE, [json.dumps(dict(args, n=n))], cwd=str(tmp_path)).stdout)
+    saved = parse_result(
+        run_python(SEED_SAVE, [json.dumps(dict(args, n=n))], cwd=str(tmp_path)).stdout
+    )
     assert saved == expected[:n], first_difference(saved, expected[:n])
     assert (tmp_path / "ckpt" / "checkpoint").exists()
 
-    restored = parse_result(run_python(SEED_RESTORE, [json.dumps(dict(args, n=total - n))],
-                                       cwd=str(tmp_path)).stdout)
+    restored = parse_result(
+        run_python(SEED_RESTORE, [json.dumps(dict(args, n=total - n))], cwd=str(tmp_path)).stdout
+    )
     assert restored["got"] == expected[n:], first_difference(restored["got"], expected[n:])
     assert restored["extra"] is None, "read %r past the end of the data" % restored["extra"]
     assert saved + restored["got"] == expected

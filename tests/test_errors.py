@@ -6,7 +6,6 @@ iterator's initializer runs); NotFound when the iterator is built (it needs the 
 
 import pytest
 import tensorflow as tf
-
 from helpers import BASE_TS, GraphReader, eager_values
 
 IA = tf.errors.InvalidArgumentError
@@ -27,19 +26,37 @@ CASES = [
     ("bad-topic-chars", dict(topics=["bad topic!:0"]), IA, ["bad topic!"]),
     ("topic-too-long", dict(topics=["x" * 250 + ":0"]), IA, ["x" * 250]),
     ("partition-overflow", dict(topics=["{t}:99999999999"]), IA, ["99999999999"]),
-    ("overlapping-ranges", dict(topics=["{t}:0:0:10", "{t}:0:5:20"]), IA, ["{t}:0:5:20", "{t}:0:0:10"]),
+    (
+        "overlapping-ranges",
+        dict(topics=["{t}:0:0:10", "{t}:0:5:20"]),
+        IA,
+        ["{t}:0:5:20", "{t}:0:0:10"],
+    ),
     ("bad-config-key", dict(config_global=["no.such.key=1"]), IA, ["no.such.key"]),
     ("bad-config-value", dict(config_global=["fetch.wait.max.ms=abc"]), IA, ["fetch.wait.max.ms"]),
-    ("config-without-equals", dict(config_global=["fetch.wait.max.ms"]), IA,
-     ["fetch.wait.max.ms", "config_global[0]"]),  # the value may be a secret: named by index
+    (
+        "config-without-equals",
+        dict(config_global=["fetch.wait.max.ms"]),
+        IA,
+        ["fetch.wait.max.ms", "config_global[0]"],
+    ),  # the value may be a secret: named by index
     ("bad-topic-config-key", dict(config_topic=["no.such.topic.key=1"]), IA, ["no.such.topic.key"]),
-    ("bad-topic-config-value", dict(config_topic=["auto.offset.reset=sideways"]), IA,
-     ["auto.offset.reset"]),
+    (
+        "bad-topic-config-value",
+        dict(config_topic=["auto.offset.reset=sideways"]),
+        IA,
+        ["auto.offset.reset"],
+    ),
     ("timeout-zero", dict(timeout=0), IA, ["timeout"]),
     ("timeout-negative", dict(timeout=-5), IA, ["timeout"]),
     ("empty-servers", dict(servers=""), IA, ["servers", "bootstrap"]),
     ("unknown-topic", dict(topics=["{t}-does-not-exist:0"]), NF, ["{t}-does-not-exist"]),
-    ("unknown-topic-all-partitions", dict(topics=["{t}-does-not-exist"]), NF, ["{t}-does-not-exist"]),
+    (
+        "unknown-topic-all-partitions",
+        dict(topics=["{t}-does-not-exist"]),
+        NF,
+        ["{t}-does-not-exist"],
+    ),
     ("unknown-partition", dict(topics=["{t}:7"]), NF, ["{t}:7", "partition 7", "7"]),
 ]
 
@@ -47,9 +64,13 @@ CASES = [
 @pytest.fixture(scope="module")
 def topic(broker):
     from kafka_dataset import testing as kt
+
     name = kt.create_topic(broker.bootstrap, kt.unique_name("errors"), 2)
-    kt.produce(broker.bootstrap, name, [(p, b"ok-%d-%d" % (p, i), None, BASE_TS + 10 * i + p)
-                                        for i in range(3) for p in range(2)])
+    kt.produce(
+        broker.bootstrap,
+        name,
+        [(p, b"ok-%d-%d" % (p, i), None, BASE_TS + 10 * i + p) for i in range(3) for p in range(2)],
+    )
     return name
 
 
@@ -63,7 +84,11 @@ def _kwargs(case_kwargs, topic, servers):
 
 
 def _check(error, cls, names, topic):
-    assert type(error) is cls, "expected %s, got %s: %s" % (cls.__name__, type(error).__name__, error)
+    assert type(error) is cls, "expected %s, got %s: %s" % (
+        cls.__name__,
+        type(error).__name__,
+        error,
+    )
     message = error.message if hasattr(error, "message") else str(error)
     wanted = [n.format(t=topic) for n in names]
     assert any(w in message for w in wanted), "message %r names none of %r" % (message, wanted)
@@ -83,14 +108,28 @@ def test_bad_input_eager(kd, broker, topic, case):
         stage = "no error"
     _check(info.value, cls, names, topic)
     if cls is IA:
-        assert stage == "construct", "InvalidArgument raised at %s, not when the dataset was built" % stage
+        assert stage == "construct", (
+            "InvalidArgument raised at %s, not when the dataset was built" % stage
+        )
     else:
         assert stage in ("construct", "iterator"), "%s raised at %s" % (cls.__name__, stage)
 
 
-GRAPH_CASES = [c for c in CASES if c[0] in (
-    "partition-not-int", "last-before-offset", "overlapping-ranges", "bad-config-key",
-    "timeout-zero", "empty-servers", "unknown-topic", "unknown-partition")]
+GRAPH_CASES = [
+    c
+    for c in CASES
+    if c[0]
+    in (
+        "partition-not-int",
+        "last-before-offset",
+        "overlapping-ranges",
+        "bad-config-key",
+        "timeout-zero",
+        "empty-servers",
+        "unknown-topic",
+        "unknown-partition",
+    )
+]
 
 
 @pytest.mark.parametrize("case", GRAPH_CASES, ids=[c[0] for c in GRAPH_CASES])
@@ -110,6 +149,8 @@ def test_bad_input_tf1_graph(kd, broker, topic, case):
 
 def test_process_survives_all_bad_inputs(kd, broker, topic):
     """Runs after the table: the same process still reads correctly."""
-    ds = kd.KafkaDataset([topic + ":0", topic + ":1"], servers=broker.bootstrap, eof=True, timeout=500)
+    ds = kd.KafkaDataset(
+        [topic + ":0", topic + ":1"], servers=broker.bootstrap, eof=True, timeout=500
+    )
     expected = [b"ok-%d-%d" % (p, i) for i in range(3) for p in range(2)]
     assert eager_values(ds) == expected

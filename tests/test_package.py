@@ -3,10 +3,9 @@
 import inspect
 import os
 
+import kafka_dataset
 import pytest
 import tensorflow as tf
-
-import kafka_dataset
 from kafka_dataset import _loader
 
 SEED_PARAMETERS = [
@@ -27,7 +26,7 @@ def test_constructor_is_the_seed_constructor(cls):
     positional = [(p.name, p.default) for p in params if p.kind == p.POSITIONAL_OR_KEYWORD]
     assert positional == SEED_PARAMETERS
     # Anything else is keyword-only (reserved extensions).
-    assert [p.kind for p in params[len(SEED_PARAMETERS):]] == [inspect.Parameter.VAR_KEYWORD]
+    assert [p.kind for p in params[len(SEED_PARAMETERS) :]] == [inspect.Parameter.VAR_KEYWORD]
 
 
 def test_aliases_after_import():
@@ -53,7 +52,8 @@ def test_unknown_extension_is_a_type_error_naming_it():
 def test_library_path_env_override(monkeypatch, tmp_path):
     monkeypatch.delenv(_loader.ENV_VAR, raising=False)
     assert kafka_dataset.library_path() == os.path.join(
-        os.path.dirname(os.path.abspath(kafka_dataset.__file__)), "libkafka_dataset.so")
+        os.path.dirname(os.path.abspath(kafka_dataset.__file__)), "libkafka_dataset.so"
+    )
     monkeypatch.setenv(_loader.ENV_VAR, str(tmp_path / "x.so"))
     assert kafka_dataset.library_path() == str(tmp_path / "x.so")
     monkeypatch.setenv(_loader.ENV_VAR, str(tmp_path))  # a directory holding the library
@@ -69,7 +69,8 @@ def test_missing_library_is_a_clear_error_naming_the_path(run_python, tmp_path):
         "    kafka_dataset.KafkaDataset(['t:0'])\n"
         "except kafka_dataset.LibraryError as e:\n"
         "    print('ERROR', e)\n",
-        env={_loader.ENV_VAR: missing})
+        env={_loader.ENV_VAR: missing},
+    )
     assert "ERROR" in proc.stdout, proc.stdout + proc.stderr
     assert missing in proc.stdout
     assert _loader.ENV_VAR in proc.stdout
@@ -84,7 +85,8 @@ def test_library_that_is_not_a_library_is_a_clear_error(run_python, tmp_path):
         "    kafka_dataset.load_library()\n"
         "except kafka_dataset.LibraryError as e:\n"
         "    print('ERROR', e)\n",
-        env={_loader.ENV_VAR: str(bogus)})
+        env={_loader.ENV_VAR: str(bogus)},
+    )
     assert "ERROR" in proc.stdout and str(bogus) in proc.stdout, proc.stdout + proc.stderr
 
 
@@ -94,15 +96,18 @@ def test_library_loads_and_registers_the_op(kd):
     assert hasattr(ops, "kd_kafka_dataset")
 
 
-@pytest.mark.parametrize("kwargs, name", [
-    (dict(topics=["t:0", 5]), "topics[1]"),
-    (dict(topics=None), "topics"),
-    (dict(topics="t:0", message_key="yes"), "message_key"),
-    (dict(topics="t:0", eof="no"), "eof"),
-    (dict(topics="t:0", timeout=1.5), "timeout"),
-    (dict(topics="t:0", timeout=True), "timeout"),
-    (dict(topics="t:0", config_global=["a=1", None]), "config_global[1]"),
-])
+@pytest.mark.parametrize(
+    "kwargs, name",
+    [
+        (dict(topics=["t:0", 5]), "topics[1]"),
+        (dict(topics=None), "topics"),
+        (dict(topics="t:0", message_key="yes"), "message_key"),
+        (dict(topics="t:0", eof="no"), "eof"),
+        (dict(topics="t:0", timeout=1.5), "timeout"),
+        (dict(topics="t:0", timeout=True), "timeout"),
+        (dict(topics="t:0", config_global=["a=1", None]), "config_global[1]"),
+    ],
+)
 def test_python_type_errors_name_the_argument(kwargs, name):
     # Raised before the op library is needed.
     with pytest.raises(TypeError) as info:
@@ -127,6 +132,7 @@ def test_element_spec_and_v1_output_types(kd):
 
 def test_v1_class_in_graph_mode_via_compat_v1_namespace(kd):
     import tensorflow.compat.v1 as tf1
+
     with tf.Graph().as_default():
         ds = tf1.data.KafkaDataset(topics=["t:0:0:-1"], group="g", timeout=100, eof=False)
         assert isinstance(ds, kd.KafkaDatasetV1)

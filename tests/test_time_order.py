@@ -5,9 +5,17 @@ import collections
 import random
 
 import pytest
-
-from helpers import (BASE_TS, GraphReader, eager_values, first_difference, kway_merge,
-                     kway_merge_heapq, streams_from_delivered)
+import tensorflow as tf
+from helpers import (
+    BASE_TS,
+    GraphReader,
+    eager_values,
+    first_difference,
+    kway_merge,
+    kway_merge_heapq,
+    streams_from_delivered,
+)
+from kafka_dataset import testing as kt
 
 PARTITIONS = 7
 
@@ -25,8 +33,8 @@ def make_records(seed, partitions=PARTITIONS):
             ts += rng.choice([0, 10, 10, 20, 30, 50, 100])
         per_partition.append(stamps)
     back = per_partition[2]
-    back[5] = back[4] - 150      # goes back far: older than what other partitions emitted
-    back[12] = back[11] - 10     # goes back a little: ties likely
+    back[5] = back[4] - 150  # goes back far: older than what other partitions emitted
+    back[12] = back[11] - 10  # goes back a little: ties likely
     records = []
     for p, stamps in enumerate(per_partition):
         for i, ts in enumerate(stamps):
@@ -54,16 +62,21 @@ def check_scenario(delivered):
     assert backwards >= 1, "no timestamp goes backwards inside a partition"
 
 
-@pytest.fixture(params=[11, 23])
-def scenario(request, kafka):
-    topic = kafka.new_topic(PARTITIONS)
-    delivered = kafka.produce(topic, make_records(request.param))
+@pytest.fixture(scope="module", params=[11, 23])
+def scenario(request, broker):
+    """A 7-partition topic per seed, shared by this module's tests (they only read it)."""
+    topic = kt.create_topic(
+        broker.bootstrap, kt.unique_name("time-order-%d" % request.param), PARTITIONS
+    )
+    delivered = kt.produce(broker.bootstrap, topic, make_records(request.param))
     check_scenario(delivered)
     # The broker kept our CreateTime timestamps (else the oracle's input would be wrong).
+    stored = kt.read_partitions(broker.bootstrap, topic, range(PARTITIONS))
     for p in range(PARTITIONS):
-        stored = [(m.offset, m.timestamp, m.value) for m in kafka.read(topic, p)]
         sent = sorted((d.offset, d.timestamp, d.value) for d in delivered if d.partition == p)
-        assert stored == sent, "broker changed partition %d's records/timestamps" % p
+        assert [(m.offset, m.timestamp, m.value) for m in stored[p]] == sent, (
+            "broker changed partition %d's records/timestamps" % p
+        )
     return topic, delivered
 
 
@@ -79,8 +92,9 @@ def test_eof_merge_equals_kway_merge(kd, kafka, scenario):
     # Stream index = position of the partition's first entry: list partitions out of order, and
     # mix the entry forms.
     order = [3, 0, 6, 1, 5, 2, 4]
-    entries = ["%s:%d" % (topic, p) if i % 2 else "%s:%d:0:-1" % (topic, p)
-               for i, p in enumerate(order)]
+    entries = [
+        "%s:%d" % (topic, p) if i % 2 else "%s:%d:0:-1" % (topic, p) for i, p in enumerate(order)
+    ]
     expected = expected_order(delivered, order)
     got = eager_values(kd.KafkaDataset(entries, servers=kafka.servers, eof=True, timeout=500))
     assert got == expected, first_difference(got, expected)
@@ -91,8 +105,11 @@ def test_stream_index_breaks_ties_not_partition_number(kd, kafka, scenario):
     order = list(reversed(range(PARTITIONS)))
     expected = expected_order(delivered, order)
     assert expected != expected_order(delivered, sorted(order)), "scenario has no tie to break"
-    got = eager_values(kd.KafkaDataset(["%s:%d" % (topic, p) for p in order],
-                                       servers=kafka.servers, eof=True, timeout=500))
+    got = eager_values(
+        kd.KafkaDataset(
+            ["%s:%d" % (topic, p) for p in order], servers=kafka.servers, eof=True, timeout=500
+        )
+    )
     assert got == expected, first_difference(got, expected)
 
 
@@ -124,11 +141,12 @@ def test_streaming_read_of_existing_data_is_the_same_merge(kd, kafka, scenario):
     topic, delivered = scenario
     order = list(range(PARTITIONS))
     expected = expected_order(delivered, order)
-    with GraphReader(lambda: kd.KafkaDatasetV1(["%s:%d" % (topic, p) for p in order],
-                                               servers=kafka.servers, eof=False,
-                                               timeout=200)) as r:
+    with GraphReader(
+        lambda: kd.KafkaDatasetV1(
+            ["%s:%d" % (topic, p) for p in order], servers=kafka.servers, eof=False, timeout=200
+        )
+    ) as r:
         got = r.init().take(len(expected), timeout_ms=20_000)
         assert got == expected, first_difference(got, expected)
-        import tensorflow as tf
         with pytest.raises(tf.errors.DeadlineExceededError):
             r.next(timeout_ms=1000)

@@ -44,12 +44,17 @@ def load_library():
         if _ops is not None:
             return _ops
         path = library_path()
-        source = ("from $%s" % ENV_VAR) if os.environ.get(ENV_VAR) else "beside the kafka_dataset package"
+        source = (
+            ("from $%s" % ENV_VAR)
+            if os.environ.get(ENV_VAR)
+            else "beside the kafka_dataset package"
+        )
         if not os.path.isfile(path):
             raise LibraryError(
                 "kafka_dataset: the op library %s was not found (looked %s: %s). Build and install "
                 "it with `pip install --no-build-isolation .` from the project root, or point $%s "
-                "at a built libkafka_dataset.so." % (LIBRARY_NAME, source, path, ENV_VAR))
+                "at a built libkafka_dataset.so." % (LIBRARY_NAME, source, path, ENV_VAR)
+            )
         import tensorflow as tf  # deferred: importing TF is slow and not needed for path queries
 
         try:
@@ -58,11 +63,13 @@ def load_library():
             raise LibraryError(
                 "kafka_dataset: failed to load the op library %s: %s (a library built against "
                 "another TensorFlow minor version does not load; this is TensorFlow %s)"
-                % (path, e, tf.__version__)) from e
+                % (path, e, tf.__version__)
+            ) from e
         if not hasattr(ops, OP_FUNCTION):
             raise LibraryError(
                 "kafka_dataset: %s loaded but registers no %s op (was the C++ shim linked "
-                "+whole-archive?)" % (path, OP_NAME))
+                "+whole-archive?)" % (path, OP_NAME)
+            )
         _ops = ops
         return _ops
 

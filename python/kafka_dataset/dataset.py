@@ -24,8 +24,9 @@ def _check_extensions(extensions):
     if unknown:
         raise TypeError(
             "KafkaDataset() got unknown keyword argument(s) %s (extensions supported by this "
-            "version: %s)" % (", ".join(repr(k) for k in unknown),
-                              ", ".join(sorted(EXTENSIONS)) or "none"))
+            "version: %s)"
+            % (", ".join(repr(k) for k in unknown), ", ".join(sorted(EXTENSIONS)) or "none")
+        )
 
 
 def _is_tensor(value):
@@ -36,7 +37,9 @@ def _text(name, index, item):
     if isinstance(item, (str, bytes, np.str_, np.bytes_)):
         return item
     where = name if index is None else "%s[%d]" % (name, index)
-    raise TypeError("KafkaDataset: %s must be a str, got %s %r" % (where, type(item).__name__, item))
+    raise TypeError(
+        "KafkaDataset: %s must be a str, got %s %r" % (where, type(item).__name__, item)
+    )
 
 
 def _string_vector(name, value):
@@ -57,8 +60,10 @@ def _string_vector(name, value):
     try:
         items = list(value)
     except TypeError:
-        raise TypeError("KafkaDataset: %s must be a str or a list of str, got %s %r"
-                        % (name, type(value).__name__, value)) from None
+        raise TypeError(
+            "KafkaDataset: %s must be a str or a list of str, got %s %r"
+            % (name, type(value).__name__, value)
+        ) from None
     items = [_text(name, i, item) for i, item in enumerate(items)]
     return tf.constant(items, dtype=tf.string, shape=[len(items)], name=name)
 
@@ -72,7 +77,8 @@ def _string_scalar(name, value, join_lists=False):
         # The seed documents `servers` as "a list of bootstrap servers".
         value = ",".join(
             s.decode() if isinstance(s, bytes) else s
-            for s in (_text(name, i, item) for i, item in enumerate(value)))
+            for s in (_text(name, i, item) for i, item in enumerate(value))
+        )
     return tf.convert_to_tensor(_text(name, None, value), dtype=tf.string, name=name)
 
 
@@ -80,7 +86,9 @@ def _bool_scalar(name, value):
     if _is_tensor(value):
         return tf.convert_to_tensor(value, dtype=tf.bool, name=name)
     if not isinstance(value, (bool, np.bool_)):
-        raise TypeError("KafkaDataset: %s must be a bool, got %s %r" % (name, type(value).__name__, value))
+        raise TypeError(
+            "KafkaDataset: %s must be a bool, got %s %r" % (name, type(value).__name__, value)
+        )
     return tf.convert_to_tensor(bool(value), dtype=tf.bool, name=name)
 
 
@@ -88,8 +96,10 @@ def _int64_scalar(name, value):
     if _is_tensor(value):
         return tf.convert_to_tensor(value, dtype=tf.int64, name=name)
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
-        raise TypeError("KafkaDataset: %s must be an int (milliseconds), got %s %r"
-                        % (name, type(value).__name__, value))
+        raise TypeError(
+            "KafkaDataset: %s must be an int (milliseconds), got %s %r"
+            % (name, type(value).__name__, value)
+        )
     return tf.convert_to_tensor(int(value), dtype=tf.int64, name=name)
 
 
@@ -101,16 +111,18 @@ class KafkaDatasetV2(dataset_ops.DatasetSource):
     restored from ordinary TF iterator checkpoints.
     """
 
-    def __init__(self,
-                 topics,
-                 servers="localhost",
-                 group="",
-                 eof=False,
-                 timeout=1000,
-                 config_global=None,
-                 config_topic=None,
-                 message_key=False,
-                 **extensions):
+    def __init__(
+        self,
+        topics,
+        servers="localhost",
+        group="",
+        eof=False,
+        timeout=1000,
+        config_global=None,
+        config_topic=None,
+        message_key=False,
+        **extensions,
+    ):
         """Creates a `KafkaDataset`.
 
         Args:
@@ -132,11 +144,15 @@ class KafkaDatasetV2(dataset_ops.DatasetSource):
         """
         _check_extensions(extensions)
         if not isinstance(message_key, (bool, np.bool_)):
-            raise TypeError("KafkaDataset: message_key must be a Python bool, got %s %r"
-                            % (type(message_key).__name__, message_key))
+            raise TypeError(
+                "KafkaDataset: message_key must be a Python bool, got %s %r"
+                % (type(message_key).__name__, message_key)
+            )
         if topics is None:
-            raise TypeError("KafkaDataset: topics is required (a str or a list of "
-                            "'topic:partition:offset:last' entries)")
+            raise TypeError(
+                "KafkaDataset: topics is required (a str or a list of "
+                "'topic:partition:offset:last' entries)"
+            )
         self._name = None
         self._message_key = bool(message_key)
         self._topics = _string_vector("topics", topics)
@@ -155,8 +171,15 @@ class KafkaDatasetV2(dataset_ops.DatasetSource):
         if _loader.op_accepts("metadata"):
             attrs["metadata"] = self._metadata.SerializeToString()
         variant_tensor = getattr(ops, _loader.OP_FUNCTION)(
-            self._topics, self._servers, self._group, self._eof, self._timeout,
-            self._config_global, self._config_topic, **attrs)
+            self._topics,
+            self._servers,
+            self._group,
+            self._eof,
+            self._timeout,
+            self._config_global,
+            self._config_topic,
+            **attrs,
+        )
         super(KafkaDatasetV2, self).__init__(variant_tensor)
 
     @property
@@ -167,18 +190,29 @@ class KafkaDatasetV2(dataset_ops.DatasetSource):
 class KafkaDatasetV1(dataset_ops.DatasetV1Adapter):
     """`KafkaDataset` for `tf.compat.v1` code: has `output_types` / `output_shapes`."""
 
-    def __init__(self,
-                 topics,
-                 servers="localhost",
-                 group="",
-                 eof=False,
-                 timeout=1000,
-                 config_global=None,
-                 config_topic=None,
-                 message_key=False,
-                 **extensions):
-        wrapped = KafkaDatasetV2(topics, servers, group, eof, timeout, config_global,
-                                 config_topic, message_key, **extensions)
+    def __init__(
+        self,
+        topics,
+        servers="localhost",
+        group="",
+        eof=False,
+        timeout=1000,
+        config_global=None,
+        config_topic=None,
+        message_key=False,
+        **extensions,
+    ):
+        wrapped = KafkaDatasetV2(
+            topics,
+            servers,
+            group,
+            eof,
+            timeout,
+            config_global,
+            config_topic,
+            message_key,
+            **extensions,
+        )
         super(KafkaDatasetV1, self).__init__(wrapped)
 
     __init__.__doc__ = KafkaDatasetV2.__init__.__doc__

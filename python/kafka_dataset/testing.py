@@ -4,7 +4,7 @@
 
 The broker is tansu (DESIGN.md §3) on 127.0.0.1 with memory storage. ``$KAFKA_BOOTSTRAP_SERVERS``
 points everything at an external cluster instead. Producing and admin use confluent-kafka
-(librdkafka >= 2.x; Debian's kcat cannot talk to tansu). This module itself never imports TensorFlow.
+(librdkafka >= 2.x; Debian's kcat cannot talk to tansu). This module never imports TensorFlow.
 """
 
 import argparse
@@ -24,8 +24,14 @@ BOOTSTRAP_ENV = "KAFKA_BOOTSTRAP_SERVERS"
 TANSU_ENV = "TANSU"
 
 # Environment variables tansu's CLI reads as defaults; never let a stray one change our broker.
-_TANSU_ENV_KEYS = ("CLUSTER_ID", "LISTENER_URL", "ADVERTISED_LISTENER_URL", "STORAGE_ENGINE",
-                   "SCHEMA_REGISTRY", "OTEL_EXPORTER_OTLP_ENDPOINT")
+_TANSU_ENV_KEYS = (
+    "CLUSTER_ID",
+    "LISTENER_URL",
+    "ADVERTISED_LISTENER_URL",
+    "STORAGE_ENGINE",
+    "SCHEMA_REGISTRY",
+    "OTEL_EXPORTER_OTLP_ENDPOINT",
+)
 
 Record = collections.namedtuple("Record", "partition value key timestamp")
 Record.__new__.__defaults__ = (None, None)  # key=None (null key), timestamp=None (producer clock)
@@ -50,8 +56,10 @@ def wait_for(predicate, timeout, what, interval=0.05):
         except Exception as e:  # keep polling; report the last failure on timeout
             last_error = e
         if time.monotonic() >= deadline:
-            raise TimeoutError("timed out after %.1fs waiting for %s%s" % (
-                timeout, what, "" if last_error is None else " (last error: %r)" % (last_error,)))
+            raise TimeoutError(
+                "timed out after %.1fs waiting for %s%s"
+                % (timeout, what, "" if last_error is None else " (last error: %r)" % (last_error,))
+            )
         time.sleep(interval)
 
 
@@ -95,8 +103,9 @@ def find_tansu():
     raise BrokerError(
         "tansu broker binary not found (tried %s). Install it with `cargo install tansu --locked "
         "--version 0.6.0 --features dynostore,libsql --root .tools/tansu`, set $%s to the binary, "
-        "or set $%s to use an existing cluster." % (", ".join(candidates) or "nothing",
-                                                     TANSU_ENV, BOOTSTRAP_ENV))
+        "or set $%s to use an existing cluster."
+        % (", ".join(candidates) or "nothing", TANSU_ENV, BOOTSTRAP_ENV)
+    )
 
 
 def _die_with_parent():
@@ -142,12 +151,16 @@ class Broker:
         host, port = self.bootstrap.split(",")[0].rsplit(":", 1)
         while True:
             if not self.alive():
-                raise BrokerError("broker exited with status %s before it was ready (%s)\n%s" % (
-                    self.process.returncode, self.describe(), self.log_tail()))
+                raise BrokerError(
+                    "broker exited with status %s before it was ready (%s)\n%s"
+                    % (self.process.returncode, self.describe(), self.log_tail())
+                )
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise BrokerError("broker not ready after %.0fs (%s)\n%s" % (
-                    timeout, self.describe(), self.log_tail()))
+                raise BrokerError(
+                    "broker not ready after %.0fs (%s)\n%s"
+                    % (timeout, self.describe(), self.log_tail())
+                )
             try:  # cheap TCP probe first: keeps librdkafka's "connection refused" noise out
                 with socket.create_connection((host, int(port)), timeout=min(1.0, remaining)):
                     pass
@@ -195,16 +208,28 @@ def start_tansu(binary=None, host="127.0.0.1", port=None, log_path=None, ready_t
         env = {k: v for k, v in os.environ.items() if k not in _TANSU_ENV_KEYS}
         env.setdefault("RUST_LOG", "warn")
         url = "tcp://%s:%d" % (host, chosen)
-        argv = [binary, "broker",
-                "--cluster-id", "kafka-dataset-test",
-                "--listener-url", url,
-                "--advertised-listener-url", url,
-                "--storage-engine", "memory://tansu/"]
+        argv = [
+            binary,
+            "broker",
+            "--cluster-id",
+            "kafka-dataset-test",
+            "--listener-url",
+            url,
+            "--advertised-listener-url",
+            url,
+            "--storage-engine",
+            "memory://tansu/",
+        ]
         log.write(("$ %s\n" % " ".join(argv)).encode())
         log.flush()
-        process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log,
-                                   stderr=subprocess.STDOUT, env=env,
-                                   preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
+        process = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
+        )
         broker = Broker("%s:%d" % (host, chosen), process, path)
         broker._log_file = log
         try:
@@ -228,8 +253,10 @@ def broker_from_env_or_start(**kwargs):
 
 # --- clients ---------------------------------------------------------------------------------
 
+
 def admin_client(bootstrap):
     from confluent_kafka.admin import AdminClient
+
     return AdminClient({"bootstrap.servers": bootstrap, "socket.connection.setup.timeout.ms": 5000})
 
 
@@ -244,12 +271,19 @@ def partition_count(bootstrap, topic, admin=None, timeout=5.0):
 def create_topic(bootstrap, topic, partitions=1, timeout=30.0):
     """Creates ``topic`` and waits until its metadata shows every partition."""
     from confluent_kafka.admin import NewTopic
+
     admin = admin_client(bootstrap)  # referenced until the futures resolve (DESIGN.md §5)
-    futures = admin.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=1)],
-                                  operation_timeout=timeout, request_timeout=timeout)
+    futures = admin.create_topics(
+        [NewTopic(topic, num_partitions=partitions, replication_factor=1)],
+        operation_timeout=timeout,
+        request_timeout=timeout,
+    )
     futures[topic].result(timeout=timeout)
-    wait_for(lambda: partition_count(bootstrap, topic, admin) == partitions, timeout,
-             "topic %s to show %d partitions" % (topic, partitions))
+    wait_for(
+        lambda: partition_count(bootstrap, topic, admin) == partitions,
+        timeout,
+        "topic %s to show %d partitions" % (topic, partitions),
+    )
     return topic
 
 
@@ -267,8 +301,14 @@ def produce(bootstrap, topic, records, one_record_per_batch=True, timeout=60.0):
     ``Delivered`` per record, in input order; raises if any delivery failed.
     """
     from confluent_kafka import Producer
-    config = {"bootstrap.servers": bootstrap, "acks": "all", "enable.idempotence": False,
-              "max.in.flight.requests.per.connection": 1, "compression.type": "none"}
+
+    config = {
+        "bootstrap.servers": bootstrap,
+        "acks": "all",
+        "enable.idempotence": False,
+        "max.in.flight.requests.per.connection": 1,
+        "compression.type": "none",
+    }
     if one_record_per_batch:
         config.update({"batch.num.messages": 1, "linger.ms": 0})
     else:
@@ -284,11 +324,18 @@ def produce(bootstrap, topic, records, one_record_per_batch=True, timeout=60.0):
                 errors.append((index, err))
             else:
                 ts = msg.timestamp()[1]
-                results[index] = Delivered(msg.partition(), msg.offset(), ts, msg.key(), msg.value())
+                results[index] = Delivered(
+                    msg.partition(), msg.offset(), ts, msg.key(), msg.value()
+                )
+
         return callback
 
     for i, r in enumerate(records):
-        kwargs = {"value": _as_bytes(r.value), "partition": r.partition, "on_delivery": on_delivery(i)}
+        kwargs = {
+            "value": _as_bytes(r.value),
+            "partition": r.partition,
+            "on_delivery": on_delivery(i),
+        }
         if r.key is not None:
             kwargs["key"] = _as_bytes(r.key)
         if r.timestamp is not None:
@@ -302,35 +349,60 @@ def produce(bootstrap, topic, records, one_record_per_batch=True, timeout=60.0):
         producer.poll(0)
     remaining = producer.flush(timeout)
     if remaining or errors or any(r is None for r in results):
-        raise BrokerError("produce to %s failed: %d undelivered, errors %s" % (
-            topic, remaining + sum(r is None for r in results), errors[:5]))
+        raise BrokerError(
+            "produce to %s failed: %d undelivered, errors %s"
+            % (topic, remaining + sum(r is None for r in results), errors[:5])
+        )
     return results
 
 
-def read_partition(bootstrap, topic, partition, start=0, timeout=30.0):
-    """Every message of one partition from ``start`` to the end of the log (plain librdkafka)."""
+def read_partitions(bootstrap, topic, partitions, start=0, timeout=30.0):
+    """Every message of each partition from ``start`` to the end of its log (plain librdkafka),
+    as ``{partition: [Message, ...]}`` in offset order."""
     from confluent_kafka import Consumer, KafkaError, TopicPartition
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": unique_name("readback"),
-                         "enable.auto.commit": False, "enable.partition.eof": True})
+
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": unique_name("readback"),
+            "enable.auto.commit": False,
+            "enable.partition.eof": True,
+        }
+    )
     try:
-        consumer.assign([TopicPartition(topic, partition, start)])
-        out = []
+        consumer.assign([TopicPartition(topic, p, start) for p in partitions])
+        out = {p: [] for p in partitions}
+        pending = set(partitions)
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            msg = consumer.poll(0.5)
+        while pending:
+            if time.monotonic() >= deadline:
+                raise TimeoutError(
+                    "reading %s partitions %s did not reach the end within %.0fs"
+                    % (topic, sorted(pending), timeout)
+                )
+            msg = consumer.poll(0.2)
             if msg is None:
                 continue
             if msg.error():
                 if msg.error().code() == KafkaError._PARTITION_EOF:
-                    return out
-                raise BrokerError("read %s:%d failed: %s" % (topic, partition, msg.error()))
-            out.append(Message(msg.partition(), msg.offset(), msg.timestamp()[1], msg.key(), msg.value()))
-        raise TimeoutError("reading %s:%d did not reach the end within %.0fs" % (topic, partition, timeout))
+                    pending.discard(msg.partition())
+                    continue
+                raise BrokerError("read %s failed: %s" % (topic, msg.error()))
+            out[msg.partition()].append(
+                Message(msg.partition(), msg.offset(), msg.timestamp()[1], msg.key(), msg.value())
+            )
+        return out
     finally:
         consumer.close()
 
 
+def read_partition(bootstrap, topic, partition, start=0, timeout=30.0):
+    """Every message of one partition from ``start`` to the end of the log."""
+    return read_partitions(bootstrap, topic, [partition], start, timeout)[partition]
+
+
 # --- processes -------------------------------------------------------------------------------
+
 
 def package_parent():
     """The directory to put on PYTHONPATH so a child process imports this very package."""
@@ -354,11 +426,14 @@ def run_python(code_or_path, args=(), timeout=300.0, env=None, check=True, cwd=N
     else:
         argv = [sys.executable, "-c", code_or_path]
     argv += [str(a) for a in args]
-    proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=python_env(env),
-                          cwd=cwd)
+    proc = subprocess.run(
+        argv, capture_output=True, text=True, timeout=timeout, env=python_env(env), cwd=cwd
+    )
     if check and proc.returncode != 0:
-        raise AssertionError("child python exited with %d\n--- stdout ---\n%s\n--- stderr ---\n%s" % (
-            proc.returncode, proc.stdout[-8000:], proc.stderr[-8000:]))
+        raise AssertionError(
+            "child python exited with %d\n--- stdout ---\n%s\n--- stderr ---\n%s"
+            % (proc.returncode, proc.stdout[-8000:], proc.stderr[-8000:])
+        )
     return proc
 
 
@@ -372,7 +447,15 @@ def main(argv=None):
     fd, log_path = tempfile.mkstemp(prefix="tansu-", suffix=".log")
     os.close(fd)
     broker = start_tansu(host=args.host, port=args.port, log_path=log_path)
-    print("tansu broker ready at %s (log %s); Ctrl-C stops it" % (broker.bootstrap, log_path), flush=True)
+    print(
+        "tansu broker ready at %s (log %s); Ctrl-C stops it" % (broker.bootstrap, log_path),
+        flush=True,
+    )
+
+    def on_sigterm(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_sigterm)
     try:
         broker.process.wait()
     except KeyboardInterrupt:
