@@ -51,7 +51,7 @@ class BinaryDistribution(Distribution):
 setup(
     name="kafka-dataset",
     version="0.1.0",
-    description="Kafka source for tf.data: partitions merged in timestamp order, exact checkpointed position",
+    description="Kafka source for tf.data: time-ordered partitions, exact checkpointed position",
     packages=["kafka_dataset"],
     package_dir={"": "python"},
     python_requires=">=3.9",
