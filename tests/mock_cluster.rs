@@ -284,3 +284,38 @@ fn unreachable_brokers_are_unavailable_after_a_bounded_deadline() {
         start.elapsed()
     );
 }
+
+#[test]
+fn position_below_the_log_start_is_data_loss_unless_a_reset_policy_is_set() {
+    // The mock cluster keeps at most 5 MB (and 100k batches) per partition: producing more
+    // moves the log start exactly like retention does.
+    let c = Cluster::new("retained", 1);
+    let payload = "x".repeat(100_000);
+    for i in 0..120i64 {
+        c.produce("retained", 0, i, None, &payload);
+    }
+    c.flush();
+    let mut r = Reader::new(&spec(&c.servers(), &["retained:0:0"], true, 100)).unwrap();
+    let stop = Instant::now() + Duration::from_secs(30);
+    let err = loop {
+        assert!(Instant::now() < stop, "no DataLoss");
+        match r.next(WAIT) {
+            Err(e) => break e,
+            Ok(Next::Element) => panic!("read a deleted offset: {}", r.current().0.offset),
+            Ok(_) => {}
+        }
+    };
+    assert_eq!(err.kind, ErrorKind::DataLoss, "{}", err.message);
+    assert!(
+        err.message.contains("retained:0") && err.message.contains("offset 0"),
+        "{}",
+        err.message
+    );
+    // Opting into a reset policy skips to the log start instead.
+    let topics = vec!["retained:0:0".to_string()];
+    let reset = vec!["auto.offset.reset=earliest".to_string()];
+    let s = DatasetSpec::new(&topics, &c.servers(), "", true, 100, &[], &reset).unwrap();
+    let mut r = Reader::new(&s).unwrap();
+    let first = read(&mut r, 1, Duration::from_secs(30));
+    assert!(first[0].1 > 0, "first offset {}", first[0].1);
+}
