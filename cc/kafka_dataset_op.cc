@@ -120,6 +120,9 @@ constexpr uint32_t kNextSliceMs = 100;
 
 // Key under which the core's (self-versioned) state bytes are checkpointed.
 constexpr char kState[] = "state";
+// Readable copies of each partition's next unemitted offset, for tools
+// (`next_offset:<topic>:<partition>`); restore reads only kState.
+constexpr char kNextOffsetPrefix[] = "next_offset:";
 
 // Borrowed views of `strings`; valid while `strings` is alive and unchanged.
 std::vector<kd_str> StrViews(const std::vector<tstring>& strings) {
@@ -343,7 +346,8 @@ class KafkaDatasetOp::Dataset : public DatasetBase {
       if (state.data != nullptr && state.len > 0) {
         bytes.assign(reinterpret_cast<const char*>(state.data), state.len);
       }
-      return writer->WriteScalar(prefix(), kState, bytes);
+      TF_RETURN_IF_ERROR(writer->WriteScalar(prefix(), kState, bytes));
+      return WritePositionsLocked(writer);
     }
 
     absl::Status RestoreInternal(IteratorContext* ctx,
@@ -364,6 +368,25 @@ class KafkaDatasetOp::Dataset : public DatasetBase {
     }
 
    private:
+    absl::Status WritePositionsLocked(IteratorStateWriter* writer)
+        TF_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+      size_t count = 0;
+      TF_RETURN_IF_ERROR(
+          ToStatus(kd_reader_stream_count(reader_.get(), &count)));
+      for (size_t i = 0; i < count; ++i) {
+        kd_stream_position position{};
+        TF_RETURN_IF_ERROR(
+            ToStatus(kd_reader_stream_position(reader_.get(), i, &position)));
+        const std::string key = absl::StrCat(
+            kNextOffsetPrefix,
+            absl::string_view(position.topic.data, position.topic.len), ":",
+            position.partition);
+        TF_RETURN_IF_ERROR(writer->WriteScalar(
+            prefix(), key, static_cast<int64_t>(position.next_offset)));
+      }
+      return absl::OkStatus();
+    }
+
     absl::Status EnsureReaderLocked() TF_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
       if (reader_ != nullptr) return absl::OkStatus();
       kd_reader* raw = nullptr;

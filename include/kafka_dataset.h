@@ -115,6 +115,18 @@ typedef struct kd_message_view {
   int64_t timestamp;
 } kd_message_view;
 
+// The saved position of one stream, for readable checkpoint keys and tools.
+typedef struct kd_stream_position {
+  // Topic name, borrowed from the reader until its next mutating call.
+  struct kd_str topic;
+  // Partition.
+  int32_t partition;
+  // Next offset not yet emitted.
+  int64_t next_offset;
+  // The stream produced its last element.
+  bool finished;
+} kd_stream_position;
+
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
@@ -176,6 +188,20 @@ struct kd_error *kd_reader_next(struct kd_reader *reader,
 // # Safety
 // `reader` must be a live reader not used concurrently; `out_state` must be writable.
 struct kd_error *kd_reader_save(struct kd_reader *reader, struct kd_bytes *out_state);
+
+// Writes the number of streams (partitions being read) to `*out_count`.
+//
+// # Safety
+// `reader` must be a live reader; `out_count` must be writable.
+struct kd_error *kd_reader_stream_count(const struct kd_reader *reader, size_t *out_count);
+
+// Writes the position of stream `index` (0-based, stream order) to `*out_position`.
+//
+// # Safety
+// `reader` must be a live reader; `out_position` must be writable.
+struct kd_error *kd_reader_stream_position(const struct kd_reader *reader,
+                                           size_t index,
+                                           struct kd_stream_position *out_position);
 
 // Checks a saved state against the dataset (FailedPrecondition naming the difference) and
 // moves the reader to it.

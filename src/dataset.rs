@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use crate::config::Settings;
 use crate::error::{Error, Result};
-use crate::spec::{parse_entries, Entry};
+use crate::spec::{parse_entries, Entry, Start};
 
 /// The dataset's inputs, parsed and validated. Immutable and shared by all its iterators.
 #[derive(Clone, Debug)]
@@ -37,12 +37,37 @@ impl DatasetSpec {
         }
         let entries = parse_entries(topics)?;
         let settings = Settings::new(servers, group, config_global, config_topic)?;
+        if settings.group.is_empty() {
+            if let Some(e) = entries.iter().find(|e| e.start == Start::Stored) {
+                return Err(Error::invalid(format!(
+                    "topics entry \"{}\": the \"stored\" start needs a consumer group (the group argument is empty)",
+                    e.text
+                )));
+            }
+        }
         Ok(DatasetSpec {
             entries,
             settings,
             eof,
             timeout: Duration::from_millis(timeout_ms as u64),
         })
+    }
+
+    /// Whether any entry starts at the group's committed offset.
+    pub fn uses_stored_offsets(&self) -> bool {
+        self.entries.iter().any(|e| e.start == Start::Stored)
+    }
+
+    /// How often the offsets of emitted messages are committed when a group is given:
+    /// `auto.commit.interval.ms` from `config_global`, else librdkafka's default of 5 s.
+    pub fn commit_interval(&self) -> Duration {
+        self.settings
+            .global
+            .iter()
+            .rev()
+            .find(|p| p.key == "auto.commit.interval.ms")
+            .and_then(|p| p.value.parse::<u64>().ok())
+            .map_or(Duration::from_secs(5), Duration::from_millis)
     }
 
     /// Deadline for metadata requests at iterator start, after which brokers count as

@@ -149,6 +149,16 @@ pub struct Reader {
     last_emitted_time: i64,
     late: u64,
     saved: Vec<u8>,
+    commits: Option<Commits>,
+}
+
+/// Commits the offsets of emitted messages for a user-given group, so broker-side lag shows
+/// training progress. Only emitted positions are ever committed.
+struct Commits {
+    interval: Duration,
+    due: Instant,
+    /// Last committed next-offset per stream (-1 before any).
+    committed: Vec<i64>,
 }
 
 fn kafka_error(context: &str, err: &KafkaError) -> Error {
@@ -191,12 +201,16 @@ fn is_fatal(err: &KafkaError) -> bool {
     ) || matches!(err, KafkaError::MessageConsumptionFatal(_))
 }
 
+/// Creates a consumer; `with_group` sets `group.id` (needed to assign and to commit; a
+/// metadata-only probe goes without, so it closes at once), `wake` is notified when its main
+/// queue becomes non-empty.
 fn create_consumer(
     spec: &DatasetSpec,
     streams: usize,
+    with_group: bool,
     wake: Option<Arc<Wake>>,
 ) -> Result<BaseConsumer> {
-    let config = spec.settings.client_config(streams, wake.is_some())?;
+    let config = spec.settings.client_config(streams, with_group)?;
     let mut consumer: BaseConsumer = config.create().map_err(|e| match e {
         // The configuration was validated when the dataset was built; what is left is, e.g., an
         // unreadable certificate file. librdkafka's text names the property, not secret values.
@@ -272,6 +286,22 @@ impl Cluster for LiveCluster<'_> {
             Start::Offset(o) => Ok(o),
             Start::Beginning => Ok(watermarks(self.consumer)?.0),
             Start::End => Ok(watermarks(self.consumer)?.1),
+            Start::Stored => {
+                let mut tpl = TopicPartitionList::new();
+                tpl.add_partition(topic, partition);
+                let committed = self
+                    .consumer
+                    .committed_offsets(tpl, self.deadline)
+                    .map_err(|e| kafka_error(&format!("committed offset of {name}"), &e))?;
+                match committed
+                    .find_partition(topic, partition)
+                    .map(|e| e.offset())
+                {
+                    Some(Offset::Offset(o)) if o >= 0 => Ok(o),
+                    // Nothing committed yet: start at the log start.
+                    _ => Ok(watermarks(self.consumer)?.0),
+                }
+            }
             Start::Timestamp(ms) => {
                 let mut tpl = TopicPartitionList::new();
                 tpl.add_partition_offset(topic, partition, Offset::Offset(ms))
@@ -300,7 +330,10 @@ impl Reader {
     /// start offsets.
     pub fn new(spec: &DatasetSpec) -> Result<Self> {
         let streams = {
-            let probe = create_consumer(spec, spec.entries.len(), None)?;
+            // Only the `stored` start needs the group (committed offsets); without it the probe
+            // closes at once.
+            let probe =
+                create_consumer(spec, spec.entries.len(), spec.uses_stored_offsets(), None)?;
             let mut cluster = LiveCluster {
                 consumer: &probe,
                 deadline: spec.metadata_deadline(),
@@ -324,7 +357,13 @@ impl Reader {
     fn start(spec: DatasetSpec, state: State) -> Result<Self> {
         let wake = Arc::new(Wake::default());
         let streams: Vec<Stream> = state.streams.into_iter().map(Stream::from_state).collect();
-        let consumer = Arc::new(create_consumer(&spec, streams.len(), Some(wake.clone()))?);
+        let stream_count = streams.len();
+        let consumer = Arc::new(create_consumer(
+            &spec,
+            streams.len(),
+            true,
+            Some(wake.clone()),
+        )?);
         // Split each partition's queue before assigning, so the fetcher never forwards its
         // messages to the consumer's main queue.
         let mut queues = Vec::with_capacity(streams.len());
@@ -357,7 +396,6 @@ impl Reader {
             .assign(&assignment)
             .map_err(|e| kafka_error("assigning partitions", &e))?;
         Ok(Reader {
-            spec,
             streams,
             queues,
             consumer,
@@ -366,6 +404,12 @@ impl Reader {
             last_emitted_time: i64::MIN,
             late: 0,
             saved: Vec::new(),
+            commits: (!spec.settings.group.is_empty()).then(|| Commits {
+                interval: spec.commit_interval(),
+                due: Instant::now() + spec.commit_interval(),
+                committed: vec![-1; stream_count],
+            }),
+            spec,
         })
     }
 
@@ -424,6 +468,36 @@ impl Reader {
             self.finish_range(index);
         }
         self.current = message;
+    }
+
+    /// Commits (asynchronously) the next unemitted offset of every stream that moved since the
+    /// last commit. A no-op without a user-given group.
+    fn commit(&mut self) {
+        let Some(commits) = self.commits.as_mut() else {
+            return;
+        };
+        commits.due = Instant::now() + commits.interval;
+        let mut tpl = TopicPartitionList::new();
+        for (stream, committed) in self.streams.iter().zip(commits.committed.iter_mut()) {
+            if stream.next_offset != *committed
+                && tpl
+                    .add_partition_offset(
+                        &stream.spec.topic,
+                        stream.spec.partition,
+                        Offset::Offset(stream.next_offset),
+                    )
+                    .is_ok()
+            {
+                *committed = stream.next_offset;
+            }
+        }
+        if tpl.count() > 0 {
+            // Best effort: a failed commit only delays what lag tools show; the position that
+            // matters is the one in the checkpoint.
+            let _ = self
+                .consumer
+                .commit(&tpl, rdkafka::consumer::CommitMode::Async);
+        }
     }
 
     /// Moves a stream past its current range: seeks over a gap, or stops fetching after the
@@ -586,6 +660,7 @@ impl Reader {
     /// The current position: next unemitted offset per stream (buffered messages are not
     /// consumed). Valid until the next call.
     pub fn save(&mut self) -> &[u8] {
+        self.commit();
         let state = State {
             streams: self
                 .streams
@@ -608,7 +683,10 @@ impl Reader {
         let state = decode(bytes)?;
         let saved: Vec<StreamSpec> = state.streams.iter().map(|s| s.spec.clone()).collect();
         check_identity(&self.spec.entries, &saved)?;
-        *self = Self::start(self.spec.clone(), state)?;
+        let restored = Self::start(self.spec.clone(), state)?;
+        // The replaced reader must not commit its older position on the way out.
+        self.commits = None;
+        *self = restored;
         Ok(())
     }
 }
@@ -617,7 +695,9 @@ impl Drop for Reader {
     fn drop(&mut self) {
         // rdkafka's own drop polls in 100 ms steps until the consumer is closed; closing here
         // with short polls makes iterator teardown prompt.
+        self.commit();
         self.queues.clear();
+        // Closing waits for the commit above to finish.
         if self.consumer.close_queue().is_ok() {
             let deadline = Instant::now() + Duration::from_secs(5);
             while !self.consumer.closed() && Instant::now() < deadline {
@@ -627,7 +707,32 @@ impl Drop for Reader {
     }
 }
 
+/// The position of one stream, as saved.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Position<'a> {
+    /// The stream.
+    pub stream: &'a StreamSpec,
+    /// Next offset not yet emitted.
+    pub next_offset: i64,
+    /// The stream produced its last element.
+    pub finished: bool,
+}
+
 impl Reader {
+    /// Position of stream `index`, if it exists.
+    pub fn position(&self, index: usize) -> Option<Position<'_>> {
+        self.streams.get(index).map(|s| Position {
+            stream: &s.spec,
+            next_offset: s.next_offset,
+            finished: s.finished,
+        })
+    }
+
+    /// Number of streams.
+    pub fn stream_count(&self) -> usize {
+        self.streams.len()
+    }
+
     /// The last emitted element and its stream.
     pub fn current(&self) -> (&Message, &StreamSpec) {
         (&self.current, &self.streams[self.current.stream].spec)

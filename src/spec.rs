@@ -14,6 +14,8 @@ pub enum Start {
     End,
     /// The first offset whose timestamp is >= this epoch-ms value.
     Timestamp(i64),
+    /// The consumer group's committed offset (the log start when the group has none).
+    Stored,
 }
 
 /// Which partitions an entry names.
@@ -114,6 +116,7 @@ fn parse_start(field: &str) -> std::result::Result<Start, String> {
     match field {
         "beginning" => Ok(Start::Beginning),
         "end" => Ok(Start::End),
+        "stored" => Ok(Start::Stored),
         _ => {
             if let Some(ms) = field.strip_prefix('@') {
                 return match parse_int(ms) {
@@ -126,7 +129,7 @@ fn parse_start(field: &str) -> std::result::Result<Start, String> {
             match parse_int(field) {
                 Some(o) if o >= 0 => Ok(Start::Offset(o)),
                 _ => Err(format!(
-                    "offset \"{field}\" is not an integer >= 0, \"beginning\", \"end\" or \"@<epoch-ms>\""
+                    "offset \"{field}\" is not an integer >= 0, \"beginning\", \"end\", \"stored\" or \"@<epoch-ms>\""
                 )),
             }
         }
@@ -339,6 +342,7 @@ mod tests {
         );
         assert_eq!(parse_entry("t:3").unwrap().start, Start::Offset(0));
         assert_eq!(parse_entry("t:3:end").unwrap().start, Start::End);
+        assert_eq!(parse_entry("t:3:stored").unwrap().start, Start::Stored);
         assert_eq!(
             parse_entry("t:3:beginning:-1").unwrap().start,
             Start::Beginning
@@ -398,6 +402,7 @@ mod tests {
                 Start::Beginning => 0,
                 Start::End => 100 + partition as i64,
                 Start::Timestamp(_) => 50,
+                Start::Stored => 7,
                 Start::Offset(o) => o,
             })
         }

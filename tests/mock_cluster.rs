@@ -319,3 +319,56 @@ fn position_below_the_log_start_is_data_loss_unless_a_reset_policy_is_set() {
     let first = read(&mut r, 1, Duration::from_secs(30));
     assert!(first[0].1 > 0, "first offset {}", first[0].1);
 }
+
+#[test]
+fn a_group_gets_the_offsets_of_emitted_messages_committed() {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::{Offset, TopicPartitionList};
+    let c = Cluster::new("progress", 2);
+    for i in 0..40 {
+        c.produce("progress", i % 2, 100 + i as i64, None, "m");
+    }
+    c.flush();
+    let topics = vec!["progress".to_string()];
+    let s = DatasetSpec::new(&topics, &c.servers(), "trainers", true, 100, &[], &[]).unwrap();
+    let mut r = Reader::new(&s).unwrap();
+    let got = read(&mut r, 5, Duration::from_secs(10));
+    let _ = r.save();
+    let next = |p: i32| {
+        got.iter()
+            .filter(|e| e.0 == p)
+            .map(|e| e.1 + 1)
+            .max()
+            .unwrap_or(0)
+    };
+    let probe: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", c.servers())
+        .set("group.id", "trainers")
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition("progress", 0);
+    tpl.add_partition("progress", 1);
+    let stop = Instant::now() + Duration::from_secs(20);
+    loop {
+        let committed = probe
+            .committed_offsets(tpl.clone(), Duration::from_secs(5))
+            .unwrap();
+        let offsets: Vec<Offset> = (0..2)
+            .map(|p| committed.find_partition("progress", p).unwrap().offset())
+            .collect();
+        if offsets == [Offset::Offset(next(0)), Offset::Offset(next(1))] {
+            break;
+        }
+        for (p, o) in offsets.iter().enumerate() {
+            if let Offset::Offset(o) = o {
+                assert!(
+                    *o <= next(p as i32),
+                    "committed {o} beyond emitted on partition {p}"
+                );
+            }
+        }
+        assert!(Instant::now() < stop, "commit never arrived: {offsets:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

@@ -368,6 +368,78 @@ pub unsafe extern "C" fn kd_reader_save(
     })
 }
 
+/// The saved position of one stream, for readable checkpoint keys and tools.
+#[repr(C)]
+pub struct kd_stream_position {
+    /// Topic name, borrowed from the reader until its next mutating call.
+    pub topic: kd_str,
+    /// Partition.
+    pub partition: i32,
+    /// Next offset not yet emitted.
+    pub next_offset: i64,
+    /// The stream produced its last element.
+    pub finished: bool,
+}
+
+/// Writes the number of streams (partitions being read) to `*out_count`.
+///
+/// # Safety
+/// `reader` must be a live reader; `out_count` must be writable.
+#[no_mangle]
+pub unsafe extern "C" fn kd_reader_stream_count(
+    reader: *const kd_reader,
+    out_count: *mut usize,
+) -> *mut kd_error {
+    boundary(|| {
+        let reader = &reader
+            .as_ref()
+            .ok_or_else(|| null_argument("reader"))?
+            .reader;
+        let out_count = out_count
+            .as_mut()
+            .ok_or_else(|| null_argument("out_count"))?;
+        *out_count = reader.stream_count();
+        Ok(())
+    })
+}
+
+/// Writes the position of stream `index` (0-based, stream order) to `*out_position`.
+///
+/// # Safety
+/// `reader` must be a live reader; `out_position` must be writable.
+#[no_mangle]
+pub unsafe extern "C" fn kd_reader_stream_position(
+    reader: *const kd_reader,
+    index: usize,
+    out_position: *mut kd_stream_position,
+) -> *mut kd_error {
+    boundary(|| {
+        let reader = &reader
+            .as_ref()
+            .ok_or_else(|| null_argument("reader"))?
+            .reader;
+        let out_position = out_position
+            .as_mut()
+            .ok_or_else(|| null_argument("out_position"))?;
+        let p = reader.position(index).ok_or_else(|| {
+            Error::invalid(format!(
+                "stream index {index} is out of range ({} streams)",
+                reader.stream_count()
+            ))
+        })?;
+        *out_position = kd_stream_position {
+            topic: kd_str {
+                data: p.stream.topic.as_ptr() as *const c_char,
+                len: p.stream.topic.len(),
+            },
+            partition: p.stream.partition,
+            next_offset: p.next_offset,
+            finished: p.finished,
+        };
+        Ok(())
+    })
+}
+
 /// Checks a saved state against the dataset (FailedPrecondition naming the difference) and
 /// moves the reader to it.
 ///
