@@ -371,4 +371,16 @@ fn a_group_gets_the_offsets_of_emitted_messages_committed() {
         assert!(Instant::now() < stop, "commit never arrived: {offsets:?}");
         std::thread::sleep(Duration::from_millis(20));
     }
+    drop(r);
+    // The `stored` start resumes where the group's commits left off.
+    let topics = vec!["progress:1:stored".to_string()];
+    let s = DatasetSpec::new(&topics, &c.servers(), "trainers", true, 100, &[], &[]).unwrap();
+    let resumed = read(&mut Reader::new(&s).unwrap(), 1, Duration::from_secs(10));
+    assert_eq!(resumed[0].1, next(1));
+    let err = DatasetSpec::new(&topics, &c.servers(), "", true, 100, &[], &[]).unwrap_err();
+    assert!(
+        err.message.contains("needs a consumer group"),
+        "{}",
+        err.message
+    );
 }
