@@ -340,14 +340,18 @@ class KafkaDatasetOp::Dataset : public DatasetBase {
       mutex_lock l(mu_);
       TF_RETURN_IF_ERROR(EnsureReaderLocked());
       kd_bytes state{nullptr, 0};
-      TF_RETURN_IF_ERROR(ToStatus(kd_reader_save(reader_.get(), &state)));
+      // Symbolic checkpointing saves after every element: leave group commits
+      // to their periodic interval then, and skip the readable copies.
+      const bool every_element = ctx->symbolic_checkpoint();
+      TF_RETURN_IF_ERROR(
+          ToStatus(kd_reader_save(reader_.get(), !every_element, &state)));
       // Copy now: the bytes are only valid until the next call on the reader.
       tstring bytes;
       if (state.data != nullptr && state.len > 0) {
         bytes.assign(reinterpret_cast<const char*>(state.data), state.len);
       }
       TF_RETURN_IF_ERROR(writer->WriteScalar(prefix(), kState, bytes));
-      return WritePositionsLocked(writer);
+      return every_element ? absl::OkStatus() : WritePositionsLocked(writer);
     }
 
     absl::Status RestoreInternal(IteratorContext* ctx,

@@ -183,11 +183,13 @@ struct kd_error *kd_reader_next(struct kd_reader *reader,
                                 struct kd_message_view *out_message);
 
 // Serializes the reader's position (next unemitted offset per stream). On success writes a
-// view valid until the next call on `reader`.
+// view valid until the next call on `reader`. `commit` also commits the position for a
+// user-given group (pass false when saving after every element, e.g. symbolic checkpoints:
+// commits then follow the periodic interval).
 //
 // # Safety
 // `reader` must be a live reader not used concurrently; `out_state` must be writable.
-struct kd_error *kd_reader_save(struct kd_reader *reader, struct kd_bytes *out_state);
+struct kd_error *kd_reader_save(struct kd_reader *reader, bool commit, struct kd_bytes *out_state);
 
 // Writes the number of streams (partitions being read) to `*out_count`.
 //

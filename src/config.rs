@@ -222,10 +222,20 @@ impl Settings {
                 "servers is empty: give host:port[,host:port...]",
             ));
         }
+        let global = parse_properties(Scope::Global, global)?;
+        // The group argument wins; without it, a group.id among the properties is the group.
+        let group = match group {
+            "" => global
+                .iter()
+                .rev()
+                .find(|p| p.key == "group.id")
+                .map_or("", |p| p.value.as_str()),
+            given => given,
+        };
         Ok(Settings {
             servers: servers.to_string(),
             group: group.to_string(),
-            global: parse_properties(Scope::Global, global)?,
+            global,
             topic: parse_properties(Scope::Topic, topic)?,
         })
     }

@@ -170,8 +170,14 @@ fn kafka_error(context: &str, err: &KafkaError) -> Error {
         | Some(RDKafkaErrorCode::GroupAuthorizationFailed)
         | Some(RDKafkaErrorCode::ClusterAuthorizationFailed) => ErrorKind::PermissionDenied,
         Some(RDKafkaErrorCode::Authentication)
-        | Some(RDKafkaErrorCode::SaslAuthenticationFailed) => ErrorKind::Unauthenticated,
-        Some(RDKafkaErrorCode::OperationTimedOut)
+        | Some(RDKafkaErrorCode::SaslAuthenticationFailed)
+        | Some(RDKafkaErrorCode::SSL) => ErrorKind::Unauthenticated,
+        Some(RDKafkaErrorCode::RequestTimedOut)
+        | Some(RDKafkaErrorCode::NetworkException)
+        | Some(RDKafkaErrorCode::LeaderNotAvailable)
+        | Some(RDKafkaErrorCode::NotLeaderForPartition)
+        | Some(RDKafkaErrorCode::CoordinatorNotAvailable)
+        | Some(RDKafkaErrorCode::OperationTimedOut)
         | Some(RDKafkaErrorCode::AllBrokersDown)
         | Some(RDKafkaErrorCode::BrokerTransportFailure)
         | Some(RDKafkaErrorCode::Resolve) => ErrorKind::Unavailable,
@@ -240,6 +246,16 @@ impl Cluster for LiveCluster<'_> {
             .consumer
             .fetch_metadata(Some(topic), self.deadline)
             .map_err(|e| {
+                // An authentication failure only shows as a transport error here; the real
+                // cause waits on the client's main queue.
+                while let Some(event) = self.consumer.poll(Duration::ZERO) {
+                    if let Err(cause) = event {
+                        let err = kafka_error("connecting to the brokers", &cause);
+                        if err.kind == ErrorKind::Unauthenticated {
+                            return err;
+                        }
+                    }
+                }
                 let mut err = kafka_error(&format!("metadata for topic \"{topic}\""), &e);
                 if err.kind == ErrorKind::Unavailable {
                     err.message = format!(
@@ -276,7 +292,7 @@ impl Cluster for LiveCluster<'_> {
         Ok(t.partitions().len() as i32)
     }
 
-    fn resolve_start(&mut self, topic: &str, partition: i32, start: Start) -> Result<i64> {
+    fn resolve_start(&mut self, topic: &str, partition: i32, start: Start, _: i64) -> Result<i64> {
         let name = format!("{topic}:{partition}");
         let watermarks = |c: &BaseConsumer| {
             c.fetch_watermarks(topic, partition, self.deadline)
@@ -471,15 +487,16 @@ impl Reader {
     }
 
     /// Commits (asynchronously) the next unemitted offset of every stream that moved since the
-    /// last commit. A no-op without a user-given group.
-    fn commit(&mut self) {
+    /// last commit, or of every stream when `all` (so a failed commit is retried on save and
+    /// close). A no-op without a user-given group.
+    fn commit(&mut self, all: bool) {
         let Some(commits) = self.commits.as_mut() else {
             return;
         };
         commits.due = Instant::now() + commits.interval;
         let mut tpl = TopicPartitionList::new();
         for (stream, committed) in self.streams.iter().zip(commits.committed.iter_mut()) {
-            if stream.next_offset != *committed
+            if (all || stream.next_offset != *committed)
                 && tpl
                     .add_partition_offset(
                         &stream.spec.topic,
@@ -522,16 +539,30 @@ impl Reader {
                     break;
                 };
                 match event {
-                    // Not expected (each partition has its own queue); route it anyway.
-                    Ok(message) => self
-                        .streams
-                        .iter()
-                        .position(|s| {
+                    // Not expected (each partition has its own queue); route it when its
+                    // stream can take it, and never drop it silently.
+                    Ok(message) => {
+                        let index = self.streams.iter().position(|s| {
                             s.spec.topic == message.topic()
                                 && s.spec.partition == message.partition()
-                        })
-                        .filter(|&i| self.streams[i].head.is_none())
-                        .map(|i| (i, Self::accept(&mut self.streams[i], i, &message))),
+                        });
+                        match index {
+                            Some(i) if self.streams[i].head.is_none() => {
+                                Some((i, Self::accept(&mut self.streams[i], i, &message)))
+                            }
+                            _ => {
+                                return Err(Error::new(
+                                    ErrorKind::Internal,
+                                    format!(
+                                        "message {}:{}@{} arrived on the consumer's main queue",
+                                        message.topic(),
+                                        message.partition(),
+                                        message.offset()
+                                    ),
+                                ))
+                            }
+                        }
+                    }
                     Err(e) if is_fatal(&e) => return Err(kafka_error("Kafka consumer", &e)),
                     Err(_) => None, // transient: librdkafka retries and reconnects by itself
                 }
@@ -569,8 +600,8 @@ impl Reader {
                         None
                     }
                     Err(e) if is_fatal(&e) => {
-                        let (name, offset) = (stream.spec.name(), stream.next_offset);
-                        return Err(self.consumption_error(&name, offset, &e));
+                        self.consumption_error(i, &e)?;
+                        None
                     }
                     Err(_) => None, // transient: librdkafka retries by itself
                 };
@@ -580,26 +611,41 @@ impl Reader {
         Ok(())
     }
 
-    fn consumption_error(&self, name: &str, offset: i64, e: &KafkaError) -> Error {
-        if e.rdkafka_error_code() == Some(RDKafkaErrorCode::AutoOffsetReset) {
-            let (topic, partition) = name.rsplit_once(':').unwrap_or((name, "0"));
-            let range = self
-                .consumer
-                .fetch_watermarks(
-                    topic,
-                    partition.parse().unwrap_or(0),
-                    Duration::from_secs(5),
-                )
-                .map(|(low, high)| format!(" (the log holds offsets {low}..{high})"))
-                .unwrap_or_default();
-            return Error::new(
-                ErrorKind::DataLoss,
-                format!(
-                    "{name}: offset {offset} is outside the log{range}; messages may have been deleted by retention. Set auto.offset.reset=earliest|latest in config_topic to skip instead"
-                ),
-            );
+    /// Handles a fatal consumption error of stream `index`. The broker refusing the position
+    /// means DataLoss below the log start; beyond the log end the stream ends with `eof`, and
+    /// without it the entry asks for offsets that do not exist yet: InvalidArgument.
+    fn consumption_error(&mut self, index: usize, e: &KafkaError) -> Result<()> {
+        let stream = &self.streams[index];
+        let (name, offset) = (stream.spec.name(), stream.next_offset);
+        if e.rdkafka_error_code() != Some(RDKafkaErrorCode::AutoOffsetReset) {
+            return Err(kafka_error(&name, e));
         }
-        kafka_error(name, e)
+        let watermarks = self.consumer.fetch_watermarks(
+            &stream.spec.topic,
+            stream.spec.partition,
+            Duration::from_secs(5),
+        );
+        match watermarks {
+            Ok((_, high)) if offset >= high && self.spec.eof => {
+                self.streams[index].finished = true;
+                self.stop_fetching(index);
+                Ok(())
+            }
+            Ok((_, high)) if offset >= high => Err(Error::invalid(format!(
+                "{name}: offset {offset} is beyond the end of the log (next offset {high})"
+            ))),
+            other => {
+                let range = other
+                    .map(|(low, high)| format!(" (the log holds offsets {low}..{high})"))
+                    .unwrap_or_default();
+                Err(Error::new(
+                    ErrorKind::DataLoss,
+                    format!(
+                        "{name}: offset {offset} is no longer in the log{range}; messages were deleted, e.g. by retention. Set auto.offset.reset=earliest|latest in config_topic to skip instead"
+                    ),
+                ))
+            }
+        }
     }
 
     /// Takes a fetched message into stream `index`: buffers it as the head, or drops it when
@@ -659,8 +705,19 @@ impl Reader {
 
     /// The current position: next unemitted offset per stream (buffered messages are not
     /// consumed). Valid until the next call.
-    pub fn save(&mut self) -> &[u8] {
-        self.commit();
+    ///
+    /// `commit` also commits the position for a user-given group; without it the commit
+    /// happens only when the periodic interval is due (TF may save after every element).
+    pub fn save(&mut self, commit: bool) -> &[u8] {
+        if commit {
+            self.commit(true);
+        } else if self
+            .commits
+            .as_ref()
+            .is_some_and(|c| Instant::now() >= c.due)
+        {
+            self.commit(false);
+        }
         let state = State {
             streams: self
                 .streams
@@ -695,7 +752,7 @@ impl Drop for Reader {
     fn drop(&mut self) {
         // rdkafka's own drop polls in 100 ms steps until the consumer is closed; closing here
         // with short polls makes iterator teardown prompt.
-        self.commit();
+        self.commit(true);
         self.queues.clear();
         // Closing waits for the commit above to finish.
         if self.consumer.close_queue().is_ok() {

@@ -248,8 +248,15 @@ fn ranges_overlap(a: Range, b: Range) -> bool {
 pub trait Cluster {
     /// Number of partitions of `topic` (NotFound when the topic does not exist).
     fn partition_count(&mut self, topic: &str) -> Result<i32>;
-    /// Resolves a named start of one partition to an offset.
-    fn resolve_start(&mut self, topic: &str, partition: i32, start: Start) -> Result<i64>;
+    /// Resolves a named start of one partition to an offset; `last` is the entry's last offset
+    /// (it identifies the entry when several name one partition).
+    fn resolve_start(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        start: Start,
+        last: i64,
+    ) -> Result<i64>;
 }
 
 /// Resolves entries into streams: expands the all-partitions form, checks partitions exist,
@@ -276,7 +283,7 @@ pub fn resolve_streams(entries: &[Entry], cluster: &mut dyn Cluster) -> Result<V
         for partition in partitions {
             let start = match entry.start {
                 Start::Offset(o) => o,
-                named => cluster.resolve_start(&entry.topic, partition, named)?,
+                named => cluster.resolve_start(&entry.topic, partition, named, entry.last)?,
             };
             if entry.last != UNLIMITED && entry.last < start {
                 return Err(Error::invalid(format!(
@@ -397,7 +404,7 @@ mod tests {
                 )),
             }
         }
-        fn resolve_start(&mut self, _: &str, partition: i32, start: Start) -> Result<i64> {
+        fn resolve_start(&mut self, _: &str, partition: i32, start: Start, _: i64) -> Result<i64> {
             Ok(match start {
                 Start::Beginning => 0,
                 Start::End => 100 + partition as i64,

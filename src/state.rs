@@ -178,7 +178,7 @@ impl Cluster for Frozen<'_> {
             })
     }
 
-    fn resolve_start(&mut self, topic: &str, partition: i32, _: Start) -> Result<i64> {
+    fn resolve_start(&mut self, topic: &str, partition: i32, _: Start, last: i64) -> Result<i64> {
         // A named start froze into a saved range start that no explicit entry accounts for.
         for (si, s) in self.saved.iter().enumerate() {
             if s.topic != topic || s.partition != partition {
@@ -189,7 +189,7 @@ impl Cluster for Frozen<'_> {
                     .numeric_starts
                     .iter()
                     .any(|(t, p, o)| t == topic && *p == partition && *o == r.start);
-                if !explicit && !self.used.contains(&(si, ri)) {
+                if !explicit && r.last == last && !self.used.contains(&(si, ri)) {
                     self.used.push((si, ri));
                     return Ok(r.start);
                 }
@@ -340,6 +340,13 @@ mod tests {
         let mut b = encode(&sample());
         b[4] = 2;
         assert!(decode(&b).unwrap_err().message.contains("format version 2"));
+    }
+
+    #[test]
+    fn identity_matches_named_starts_by_their_last_offset() {
+        let entries = parse_entries(&["t:0:@500:-1".into(), "t:0:@100:40".into()]).unwrap();
+        let saved = vec![stream("t", 0, &[(3, 40), (50, -1)])];
+        check_identity(&entries, &saved).unwrap();
     }
 
     #[test]

@@ -161,7 +161,7 @@ fn save_then_restore_continues_at_the_next_message() {
     for cut in [0usize, 1, 17, 59, 60] {
         let mut first = Reader::new(&s).unwrap();
         let prefix = read(&mut first, cut, Duration::from_secs(30));
-        let state = first.save().to_vec();
+        let state = first.save(true).to_vec();
         drop(first);
         let mut second = Reader::new(&s).unwrap();
         second.restore(&state).unwrap();
@@ -251,7 +251,7 @@ fn unknown_topic_and_partition_are_not_found() {
 fn restore_refuses_other_streams() {
     let c = Cluster::new("a", 2);
     let mut r = Reader::new(&spec(&c.servers(), &["a:0"], true, 100)).unwrap();
-    let state = r.save().to_vec();
+    let state = r.save(true).to_vec();
     let mut other = Reader::new(&spec(&c.servers(), &["a:1"], true, 100)).unwrap();
     let err = other.restore(&state).unwrap_err();
     assert_eq!(err.kind, ErrorKind::FailedPrecondition);
@@ -333,7 +333,7 @@ fn a_group_gets_the_offsets_of_emitted_messages_committed() {
     let s = DatasetSpec::new(&topics, &c.servers(), "trainers", true, 100, &[], &[]).unwrap();
     let mut r = Reader::new(&s).unwrap();
     let got = read(&mut r, 5, Duration::from_secs(10));
-    let _ = r.save();
+    let _ = r.save(true);
     let next = |p: i32| {
         got.iter()
             .filter(|e| e.0 == p)
@@ -380,6 +380,34 @@ fn a_group_gets_the_offsets_of_emitted_messages_committed() {
     let err = DatasetSpec::new(&topics, &c.servers(), "", true, 100, &[], &[]).unwrap_err();
     assert!(
         err.message.contains("needs a consumer group"),
+        "{}",
+        err.message
+    );
+}
+
+#[test]
+fn a_start_beyond_the_log_end_ends_with_eof_and_is_refused_without() {
+    let c = Cluster::new("short", 1);
+    for i in 0..3 {
+        c.produce("short", 0, i, None, "m");
+    }
+    c.flush();
+    let mut r = Reader::new(&spec(&c.servers(), &["short:0:50"], true, 100)).unwrap();
+    assert!(read(&mut r, usize::MAX, Duration::from_secs(10)).is_empty());
+    let mut r = Reader::new(&spec(&c.servers(), &["short:0:50"], false, 100)).unwrap();
+    let stop = Instant::now() + Duration::from_secs(10);
+    let err = loop {
+        assert!(
+            Instant::now() < stop,
+            "no error for an offset beyond the end"
+        );
+        if let Err(e) = r.next(WAIT) {
+            break e;
+        }
+    };
+    assert_eq!(err.kind, ErrorKind::InvalidArgument, "{}", err.message);
+    assert!(
+        err.message.contains("short:0") && err.message.contains("beyond the end"),
         "{}",
         err.message
     );

@@ -342,13 +342,16 @@ pub unsafe extern "C" fn kd_reader_next(
 }
 
 /// Serializes the reader's position (next unemitted offset per stream). On success writes a
-/// view valid until the next call on `reader`.
+/// view valid until the next call on `reader`. `commit` also commits the position for a
+/// user-given group (pass false when saving after every element, e.g. symbolic checkpoints:
+/// commits then follow the periodic interval).
 ///
 /// # Safety
 /// `reader` must be a live reader not used concurrently; `out_state` must be writable.
 #[no_mangle]
 pub unsafe extern "C" fn kd_reader_save(
     reader: *mut kd_reader,
+    commit: bool,
     out_state: *mut kd_bytes,
 ) -> *mut kd_error {
     boundary(|| {
@@ -359,7 +362,7 @@ pub unsafe extern "C" fn kd_reader_save(
         if out_state.is_null() {
             return Err(null_argument("out_state"));
         }
-        let bytes = reader.save();
+        let bytes = reader.save(commit);
         *out_state = kd_bytes {
             data: bytes.as_ptr(),
             len: bytes.len(),
