@@ -100,12 +100,19 @@ class GraphReader:
     ``RunOptions(timeout_in_ms)``, so a reader that blocks fails the test instead of hanging it.
     """
 
-    def __init__(self, make_dataset):
+    def __init__(self, make_dataset, saveable=False):
         self.graph = tf.Graph()
+        self.saver = None
         with self.graph.as_default():
             self.dataset = make_dataset()
             self.iterator = tf.compat.v1.data.make_initializable_iterator(self.dataset)
             self.next_op = self.iterator.get_next()
+            if saveable:  # the seed example's Saver over the iterator (SAVEABLE_OBJECTS)
+                saveable_obj = tf.data.experimental.make_saveable_from_iterator(self.iterator)
+                tf.compat.v1.add_to_collection(
+                    tf.compat.v1.GraphKeys.SAVEABLE_OBJECTS, saveable_obj
+                )
+                self.saver = tf.compat.v1.train.Saver()
         self.session = tf.compat.v1.Session(graph=self.graph)
 
     def init(self):
@@ -135,6 +142,16 @@ class GraphReader:
             if len(out) > limit:
                 raise AssertionError("dataset did not end after %d elements" % limit)
 
+    def save(self, path):
+        """``Saver.save``; returns the checkpoint prefix."""
+        return self.saver.save(self.session, str(path))
+
+    def restore(self, path):
+        """The TF1 order: initializer first, then ``Saver.restore`` (DESIGN.md §5)."""
+        self.init()
+        self.saver.restore(self.session, str(path))
+        return self
+
     def close(self):
         self.session.close()
 
@@ -160,3 +177,167 @@ def parse_result(stdout):
         if line.startswith("RESULT "):
             return json.loads(line[len("RESULT ") :])
     raise AssertionError("child printed no RESULT line; stdout:\n" + stdout[-4000:])
+
+
+# --- iterator checkpoints: reading and rewriting the saved state ------------------------------
+#
+# TF stores an iterator's state as a DT_VARIANT tensor (TF2: ``.../ITERATOR_STATE``, TF1 Saver:
+# ``..._STATE``). Each element is a VariantTensorData "tensorflow::Iterator" whose metadata is
+# ``<iterator prefix>@@<key>@@<key>...`` and whose one tensor is a CompressedElement holding the
+# values of those keys in order. Our kernel writes ``state`` (the versioned blob) and one readable
+# int64 ``next_offset:<topic>:<partition>`` per stream. These helpers decode that with TF's own
+# ops (SerializeTensor / ParseTensor, UncompressElement / CompressElement), so a rewritten
+# checkpoint differs from the original only where the test changed it.
+
+_KEY_DELIMITER = b"@@"
+STATE_MAGIC = b"KDST"
+
+
+def _read_varint(buf, pos):
+    shift = value = 0
+    while True:
+        byte = buf[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return value, pos
+        shift += 7
+
+
+def _varint(n):
+    out = bytearray()
+    while True:
+        byte, n = n & 0x7F, n >> 7
+        out.append(byte | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def _checkpoint_tensors(path):
+    """{name: eager tensor} of every tensor in the checkpoint ``path`` (a prefix)."""
+    dtypes = tf.train.load_checkpoint(str(path)).get_variable_to_dtype_map()
+    out = {}
+    for name, dtype in sorted(dtypes.items()):
+        out[name] = tf.raw_ops.RestoreV2(
+            prefix=str(path), tensor_names=[name], shape_and_slices=[""], dtypes=[dtype]
+        )[0]
+    return out
+
+
+def _iterator_protos(variant):
+    """A DT_VARIANT iterator-state tensor -> (TensorProto, [VariantTensorDataProto])."""
+    from tensorflow.core.framework import tensor_pb2
+
+    proto = tensor_pb2.TensorProto.FromString(tf.io.serialize_tensor(variant).numpy())
+    count = 1
+    for dim in proto.tensor_shape.dim:
+        count *= dim.size
+    buf, pos, sizes = proto.tensor_content, 0, []
+    for _ in range(count):
+        size, pos = _read_varint(buf, pos)
+        sizes.append(size)
+    elements = []
+    for size in sizes:
+        elements.append(tensor_pb2.VariantTensorDataProto.FromString(buf[pos : pos + size]))
+        pos += size
+    return proto, elements
+
+
+def _element_entries(element):
+    """One iterator's VariantTensorDataProto -> (prefix, [(key, numpy value)])."""
+    from tensorflow.core.framework import dataset_pb2
+
+    names = element.metadata.split(_KEY_DELIMITER)
+    prefix, keys = names[0].decode(), [k.decode() for k in names[1:]]
+    if not keys:
+        return prefix, []
+    compressed = element.tensors[0]
+    meta = dataset_pb2.CompressedElement.FromString(compressed.variant_val[0].metadata)
+    values = tf.raw_ops.UncompressElement(
+        compressed=tf.io.parse_tensor(compressed.SerializeToString(), tf.variant),
+        output_types=[tf.dtypes.as_dtype(m.dtype) for m in meta.component_metadata],
+        output_shapes=[tf.TensorShape(m.tensor_shape) for m in meta.component_metadata],
+    )
+    assert len(values) == len(keys), (keys, len(values))
+    return prefix, [(k, v.numpy()) for k, v in zip(keys, values)]
+
+
+def iterator_state_entries(path):
+    """Every iterator prefix's saved entries in checkpoint ``path``:
+    ``{checkpoint tensor name: {iterator prefix: {key: value}}}``."""
+    out = {}
+    for name, tensor in _checkpoint_tensors(path).items():
+        if tensor.dtype != tf.variant:
+            continue
+        _, elements = _iterator_protos(tensor)
+        out[name] = {p: dict(e) for p, e in (_element_entries(x) for x in elements)}
+    return out
+
+
+def kafka_state_entries(path):
+    """The saved entries of the one KafkaDataset iterator in checkpoint ``path``."""
+    found = [
+        entries
+        for per_prefix in iterator_state_entries(path).values()
+        for entries in per_prefix.values()
+        if "state" in entries and bytes(entries["state"]).startswith(STATE_MAGIC)
+    ]
+    assert len(found) == 1, "expected one KafkaDataset state in %s, found %d" % (path, len(found))
+    return found[0]
+
+
+def rewrite_kafka_state(src, dst, transform):
+    """Copies checkpoint ``src`` to ``dst`` (prefixes), passing the entries of every iterator that
+    holds a KafkaDataset state through ``transform({key: value}) -> {key: value}`` (bytes for
+    strings, ints for int64; keys may be renamed or dropped). Returns ``dst``."""
+    tensors = _checkpoint_tensors(src)
+    changed = 0
+    for name, tensor in list(tensors.items()):
+        if tensor.dtype != tf.variant:
+            continue
+        proto, elements = _iterator_protos(tensor)
+        for element in elements:
+            prefix, entries = _element_entries(element)
+            state = dict(entries).get("state")
+            if not isinstance(state, bytes) or not state.startswith(STATE_MAGIC):
+                continue
+            new = transform(dict(entries))
+            element.metadata = _KEY_DELIMITER.join([prefix.encode()] + [k.encode() for k in new])
+            del element.tensors[:]
+            if new:
+                components = [
+                    tf.constant(v, dtype=tf.string if isinstance(v, bytes) else tf.int64)
+                    for v in new.values()
+                ]
+                packed = tf.raw_ops.CompressElement(components=components)
+                element.tensors.add().MergeFromString(tf.io.serialize_tensor(packed).numpy())
+            changed += 1
+        data = [e.SerializeToString() for e in elements]
+        proto.tensor_content = b"".join(_varint(len(d)) for d in data) + b"".join(data)
+        tensors[name] = tf.io.parse_tensor(proto.SerializeToString(), tf.variant)
+    assert changed, "no KafkaDataset state found in %s" % src
+    names = sorted(tensors)
+    tf.raw_ops.SaveV2(
+        prefix=str(dst),
+        tensor_names=names,
+        shape_and_slices=[""] * len(names),
+        tensors=[tensors[n] for n in names],
+    )
+    return str(dst)
+
+
+def seal_state(body):
+    """``body`` (a state without its trailing CRC) + its CRC32 (little-endian), as the codec
+    writes it: a modified state that only the later checks can reject."""
+    import struct
+    import zlib
+
+    return body + struct.pack("<I", zlib.crc32(body))
+
+
+def state_with_version(state, version):
+    """``state`` with its format version (u16 LE at bytes 4..6) set and its CRC32 recomputed, so
+    only the version check can reject it."""
+    import struct
+
+    return seal_state(state[:4] + struct.pack("<H", version) + state[6:-4])
