@@ -12,6 +12,7 @@ pub mod dataset;
 pub mod error;
 pub mod ffi;
 pub mod merge;
+pub mod queue;
 pub mod reader;
 pub mod spec;
 pub mod state;

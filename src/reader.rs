@@ -5,23 +5,21 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
-use rdkafka::consumer::base_consumer::PartitionQueue;
-use rdkafka::consumer::{BaseConsumer, Consumer, DefaultConsumerContext};
+use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
-use rdkafka::message::{BorrowedMessage, Message as _};
+use rdkafka::message::Message as _;
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
 
 use crate::dataset::DatasetSpec;
 use crate::error::{Error, ErrorKind, Result};
 use crate::merge::{decide, Decision, Gate};
+use crate::queue::{Notify, PartitionQueue, RawMessage};
 use crate::spec::{resolve_streams, Cluster, Start, StreamSpec};
 use crate::state::{check_identity, decode, encode, State, StreamState};
 
-type Queue = PartitionQueue<DefaultConsumerContext>;
-
-/// One emitted element, owned by the reader until the next call.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// One element, held by the reader until the next call; its bytes stay in librdkafka's
+/// buffer (never copied in Rust).
 pub struct Message {
     /// Index of the stream it came from.
     pub stream: usize,
@@ -29,10 +27,19 @@ pub struct Message {
     pub offset: i64,
     /// Timestamp used for ordering (ms; the partition time when the message had none).
     pub timestamp: i64,
+    raw: RawMessage,
+}
+
+impl Message {
     /// Key bytes (`None` for a null key).
-    pub key: Option<Vec<u8>>,
+    pub fn key(&self) -> Option<&[u8]> {
+        self.raw.key()
+    }
+
     /// Value bytes (`None` for a null payload).
-    pub value: Option<Vec<u8>>,
+    pub fn value(&self) -> Option<&[u8]> {
+        self.raw.payload()
+    }
 }
 
 /// Result of [`Reader::next`].
@@ -53,11 +60,14 @@ struct Wake {
     cond: Condvar,
 }
 
-impl Wake {
+impl Notify for Wake {
     fn notify(&self) {
         *self.generation.lock() += 1;
         self.cond.notify_all();
     }
+}
+
+impl Wake {
     fn generation(&self) -> u64 {
         *self.generation.lock()
     }
@@ -141,11 +151,12 @@ impl Stream {
 pub struct Reader {
     spec: DatasetSpec,
     streams: Vec<Stream>,
-    // Field order matters: queues must drop before the consumer they borrow from.
-    queues: Vec<Option<Queue>>,
+    /// The last emitted element.
+    current: Option<Message>,
+    // Field order matters: messages and queues must go before the consumer they belong to.
+    queues: Vec<Option<PartitionQueue>>,
     consumer: Arc<BaseConsumer>,
     wake: Arc<Wake>,
-    current: Message,
     last_emitted_time: i64,
     late: u64,
     saved: Vec<u8>,
@@ -192,8 +203,13 @@ fn kafka_error(context: &str, err: &KafkaError) -> Error {
 
 /// Whether a consumption error ends the read (otherwise librdkafka retries by itself).
 fn is_fatal(err: &KafkaError) -> bool {
+    is_fatal_code(err.rdkafka_error_code()) || matches!(err, KafkaError::MessageConsumptionFatal(_))
+}
+
+/// Whether an error code ends the read (otherwise librdkafka retries by itself).
+fn is_fatal_code(code: Option<RDKafkaErrorCode>) -> bool {
     matches!(
-        err.rdkafka_error_code(),
+        code,
         Some(RDKafkaErrorCode::UnknownTopicOrPartition)
             | Some(RDKafkaErrorCode::UnknownTopic)
             | Some(RDKafkaErrorCode::UnknownPartition)
@@ -204,7 +220,7 @@ fn is_fatal(err: &KafkaError) -> bool {
             | Some(RDKafkaErrorCode::SaslAuthenticationFailed)
             | Some(RDKafkaErrorCode::AutoOffsetReset)
             | Some(RDKafkaErrorCode::Fatal)
-    ) || matches!(err, KafkaError::MessageConsumptionFatal(_))
+    )
 }
 
 /// Creates a consumer; `with_group` sets `group.id` (needed to assign and to commit; a
@@ -389,16 +405,14 @@ impl Reader {
                 queues.push(None);
                 continue;
             }
-            let mut queue = consumer
-                .split_partition_queue(&s.spec.topic, s.spec.partition)
-                .ok_or_else(|| {
-                    Error::new(
-                        ErrorKind::Internal,
-                        format!("no queue for {}", s.spec.name()),
-                    )
-                })?;
-            let w = wake.clone();
-            queue.set_nonempty_callback(move || w.notify());
+            let queue =
+                PartitionQueue::new(&consumer, &s.spec.topic, s.spec.partition, wake.clone())
+                    .ok_or_else(|| {
+                        Error::new(
+                            ErrorKind::Internal,
+                            format!("no queue for {}", s.spec.name()),
+                        )
+                    })?;
             queues.push(Some(queue));
             assignment
                 .add_partition_offset(
@@ -416,7 +430,7 @@ impl Reader {
             queues,
             consumer,
             wake,
-            current: Message::default(),
+            current: None,
             last_emitted_time: i64::MIN,
             late: 0,
             saved: Vec::new(),
@@ -483,7 +497,8 @@ impl Reader {
         if stream.spec.ranges[stream.range].is_past(stream.next_offset) {
             self.finish_range(index);
         }
-        self.current = message;
+        // Replacing the previous element hands its buffer back to librdkafka.
+        self.current = Some(message);
     }
 
     /// Commits (asynchronously) the next unemitted offset of every stream that moved since the
@@ -533,42 +548,33 @@ impl Reader {
     }
 
     fn serve_main_queue(&mut self) -> Result<()> {
-        loop {
-            let routed = {
-                let Some(event) = self.consumer.poll(Duration::ZERO) else {
-                    break;
-                };
-                match event {
-                    // Not expected (each partition has its own queue); route it when its
-                    // stream can take it, and never drop it silently.
-                    Ok(message) => {
-                        let index = self.streams.iter().position(|s| {
-                            s.spec.topic == message.topic()
-                                && s.spec.partition == message.partition()
-                        });
-                        match index {
-                            Some(i) if self.streams[i].head.is_none() => {
-                                Some((i, Self::accept(&mut self.streams[i], i, &message)))
-                            }
-                            _ => {
-                                return Err(Error::new(
-                                    ErrorKind::Internal,
-                                    format!(
-                                        "message {}:{}@{} arrived on the consumer's main queue",
-                                        message.topic(),
-                                        message.partition(),
-                                        message.offset()
-                                    ),
-                                ))
-                            }
-                        }
-                    }
-                    Err(e) if is_fatal(&e) => return Err(kafka_error("Kafka consumer", &e)),
-                    Err(_) => None, // transient: librdkafka retries and reconnects by itself
+        let anonymous = self.commits.is_none();
+        while let Some(event) = self.consumer.poll(Duration::ZERO) {
+            match event {
+                // Each partition has its own queue; a message here would be lost to the merge.
+                Ok(message) => {
+                    return Err(Error::new(
+                        ErrorKind::Internal,
+                        format!(
+                            "message {}:{}@{} arrived on the consumer's main queue",
+                            message.topic(),
+                            message.partition(),
+                            message.offset()
+                        ),
+                    ))
                 }
-            };
-            if let Some((i, seek)) = routed {
-                self.after_accept(i, seek);
+                // The internal group id is never joined nor committed to: its coordinator's
+                // complaints (e.g. no ACL for it) do not concern this read.
+                Err(e)
+                    if anonymous
+                        && matches!(
+                            e.rdkafka_error_code(),
+                            Some(RDKafkaErrorCode::GroupAuthorizationFailed)
+                                | Some(RDKafkaErrorCode::CoordinatorNotAvailable)
+                                | Some(RDKafkaErrorCode::NotCoordinator)
+                        ) => {}
+                Err(e) if is_fatal(&e) => return Err(kafka_error("Kafka consumer", &e)),
+                Err(_) => {} // transient: librdkafka retries and reconnects by itself
             }
         }
         Ok(())
@@ -586,29 +592,42 @@ impl Reader {
                 let Some(queue) = self.queues[i].as_ref() else {
                     break;
                 };
-                let Some(event) = queue.poll(Duration::ZERO) else {
+                let Some(message) = queue.poll() else {
                     break;
                 };
-                let seek = match event {
-                    Ok(message) => Self::accept(stream, i, &message),
-                    Err(KafkaError::PartitionEOF(_)) => {
-                        if self.spec.eof {
-                            stream.finished = true;
-                        } else {
-                            stream.caught_up_since.get_or_insert_with(Instant::now);
-                        }
+                let seek = match message.error() {
+                    None => Self::accept(stream, i, message),
+                    Some(RDKafkaErrorCode::PartitionEOF) => {
+                        Self::at_end_of_log(stream, message.offset(), self.spec.eof)
+                    }
+                    Some(code) if is_fatal_code(Some(code)) => {
+                        self.consumption_error(i, &KafkaError::MessageConsumption(code))?;
                         None
                     }
-                    Err(e) if is_fatal(&e) => {
-                        self.consumption_error(i, &e)?;
-                        None
-                    }
-                    Err(_) => None, // transient: librdkafka retries by itself
+                    Some(_) => None, // transient: librdkafka retries by itself
                 };
                 self.after_accept(i, seek);
             }
         }
         Ok(())
+    }
+
+    /// The stream has read everything the log holds below `end`. With `eof` it is finished;
+    /// otherwise it is caught up (idle), and a bounded range whose remaining offsets all lie
+    /// below `end` is complete even though its last offset never arrived (a compacted record
+    /// or a transaction marker). Returns where to seek for the next range, if anywhere.
+    fn at_end_of_log(stream: &mut Stream, end: i64, eof: bool) -> Option<i64> {
+        if eof {
+            stream.finished = true;
+            return None;
+        }
+        stream.caught_up_since.get_or_insert_with(Instant::now);
+        let mut seek = None;
+        // Every offset below `end` was delivered or does not exist.
+        while !stream.finished && stream.spec.ranges[stream.range].is_past(end) {
+            seek = stream.advance_range().or(seek);
+        }
+        seek
     }
 
     /// Handles a fatal consumption error of stream `index`. The broker refusing the position
@@ -652,7 +671,7 @@ impl Reader {
     /// it is stale (before the position). A message past the current range moves the stream to
     /// its next range first (offsets may have gaps: compaction, transaction markers); the
     /// returned offset is where to seek when the message falls before that range.
-    fn accept(stream: &mut Stream, index: usize, message: &BorrowedMessage<'_>) -> Option<i64> {
+    fn accept(stream: &mut Stream, index: usize, message: RawMessage) -> Option<i64> {
         let offset = message.offset();
         loop {
             if stream.finished || offset < stream.next_offset {
@@ -670,8 +689,8 @@ impl Reader {
             if offset < range.start {
                 return None;
             }
-            let timestamp = match message.timestamp().to_millis() {
-                Some(ts) if ts >= 0 => ts,
+            let timestamp = match message.timestamp() {
+                ts if ts >= 0 => ts,
                 _ => stream.fetched_time,
             };
             stream.fetched_time = stream.fetched_time.max(timestamp);
@@ -680,8 +699,7 @@ impl Reader {
                 stream: index,
                 offset,
                 timestamp,
-                key: message.key().map(<[u8]>::to_vec),
-                value: message.payload().map(<[u8]>::to_vec),
+                raw: message,
             });
             return None;
         }
@@ -791,7 +809,54 @@ impl Reader {
     }
 
     /// The last emitted element and its stream.
+    ///
+    /// # Panics
+    /// Before the first element.
     pub fn current(&self) -> (&Message, &StreamSpec) {
-        (&self.current, &self.streams[self.current.stream].spec)
+        let message = self.current.as_ref().expect("an element was emitted");
+        (message, &self.streams[message.stream].spec)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::Range;
+
+    fn stream(ranges: &[(i64, i64)], next_offset: i64) -> Stream {
+        Stream::from_state(StreamState {
+            spec: StreamSpec {
+                topic: "t".into(),
+                partition: 0,
+                ranges: ranges
+                    .iter()
+                    .map(|&(start, last)| Range { start, last })
+                    .collect(),
+            },
+            next_offset,
+            finished: false,
+            partition_time: -1,
+        })
+    }
+
+    #[test]
+    fn end_of_log_beyond_a_bounded_range_completes_it() {
+        // Offset 3 (the range's last) never arrives: a transaction marker or compacted away.
+        let mut s = stream(&[(0, 3)], 3);
+        assert_eq!(Reader::at_end_of_log(&mut s, 4, false), None);
+        assert!(s.finished);
+        let mut s = stream(&[(0, 3), (10, -1)], 3);
+        assert_eq!(Reader::at_end_of_log(&mut s, 4, false), Some(10));
+        assert!(!s.finished && s.next_offset == 10 && s.caught_up_since.is_some());
+    }
+
+    #[test]
+    fn end_of_log_inside_a_range_only_marks_the_stream_idle() {
+        let mut s = stream(&[(0, 3)], 3);
+        assert_eq!(Reader::at_end_of_log(&mut s, 3, false), None);
+        assert!(!s.finished && s.caught_up_since.is_some());
+        let mut s = stream(&[(0, -1)], 7);
+        Reader::at_end_of_log(&mut s, 7, true);
+        assert!(s.finished, "with eof the stream ends at the end of its log");
     }
 }

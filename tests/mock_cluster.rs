@@ -75,7 +75,7 @@ fn read(reader: &mut Reader, limit: usize, deadline: Duration) -> Vec<Element> {
         match reader.next(WAIT).expect("next") {
             Next::Element => {
                 let (m, s) = reader.current();
-                let value = String::from_utf8(m.value.clone().unwrap_or_default()).unwrap();
+                let value = String::from_utf8(m.value().unwrap_or_default().to_vec()).unwrap();
                 out.push((s.partition, m.offset, m.timestamp, value));
             }
             Next::Pending => {}

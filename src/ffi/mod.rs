@@ -171,7 +171,7 @@ unsafe fn read_strs(items: *const kd_str, len: usize, what: &str) -> Result<Vec<
         .collect()
 }
 
-fn view_bytes(b: Option<&Vec<u8>>) -> kd_bytes {
+fn view_bytes(b: Option<&[u8]>) -> kd_bytes {
     match b {
         Some(v) => kd_bytes {
             data: v.as_ptr(),
@@ -321,8 +321,8 @@ pub unsafe extern "C" fn kd_reader_next(
             Next::Element => {
                 let (m, stream) = reader.current();
                 *out_message = kd_message_view {
-                    value: view_bytes(m.value.as_ref()),
-                    key: view_bytes(m.key.as_ref()),
+                    value: view_bytes(m.value()),
+                    key: view_bytes(m.key()),
                     topic: kd_str {
                         data: stream.topic.as_ptr() as *const c_char,
                         len: stream.topic.len(),

@@ -1,0 +1,145 @@
+//! One partition's message queue, used through librdkafka's C API so that messages are
+//! borrowed in place (no copy, no allocation per message) and end-of-partition events keep
+//! the offset at which they fired.
+
+use std::ffi::CString;
+use std::os::raw::c_void;
+use std::ptr::NonNull;
+use std::sync::Arc;
+
+use rdkafka::bindings as rd;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::types::RDKafkaErrorCode;
+
+/// Something to call when a queue becomes non-empty (librdkafka calls it from its threads).
+pub trait Notify: Send + Sync {
+    /// Wakes the reader.
+    fn notify(&self);
+}
+
+/// A message (or a per-partition event) owned from librdkafka until dropped.
+pub struct RawMessage(NonNull<rd::rd_kafka_message_t>);
+
+// SAFETY: a librdkafka message is a heap object with no thread affinity; we only read it and
+// destroy it once.
+unsafe impl Send for RawMessage {}
+
+impl RawMessage {
+    fn get(&self) -> &rd::rd_kafka_message_t {
+        // SAFETY: the pointer is valid until `Drop`.
+        unsafe { self.0.as_ref() }
+    }
+
+    /// The error carried instead of a message (`None` for a message).
+    pub fn error(&self) -> Option<RDKafkaErrorCode> {
+        let err = self.get().err;
+        (err != rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR).then(|| err.into())
+    }
+
+    /// Offset of the message; for an end-of-partition event, the offset the log ends at.
+    pub fn offset(&self) -> i64 {
+        self.get().offset
+    }
+
+    /// Timestamp in ms, or -1 when the message has none.
+    pub fn timestamp(&self) -> i64 {
+        let mut kind = rd::rd_kafka_timestamp_type_t::RD_KAFKA_TIMESTAMP_NOT_AVAILABLE;
+        // SAFETY: valid message pointer; `kind` is writable.
+        let ts = unsafe { rd::rd_kafka_message_timestamp(self.0.as_ptr(), &mut kind) };
+        if kind == rd::rd_kafka_timestamp_type_t::RD_KAFKA_TIMESTAMP_NOT_AVAILABLE {
+            -1
+        } else {
+            ts
+        }
+    }
+
+    /// The value (`None` for a null payload), borrowed from librdkafka.
+    pub fn payload(&self) -> Option<&[u8]> {
+        let m = self.get();
+        // SAFETY: librdkafka's payload is `len` bytes owned by the message.
+        (!m.payload.is_null())
+            .then(|| unsafe { std::slice::from_raw_parts(m.payload as *const u8, m.len) })
+    }
+
+    /// The key (`None` for a null key), borrowed from librdkafka.
+    pub fn key(&self) -> Option<&[u8]> {
+        let m = self.get();
+        // SAFETY: librdkafka's key is `key_len` bytes owned by the message.
+        (!m.key.is_null())
+            .then(|| unsafe { std::slice::from_raw_parts(m.key as *const u8, m.key_len) })
+    }
+}
+
+impl Drop for RawMessage {
+    fn drop(&mut self) {
+        // SAFETY: owned since `rd_kafka_consume_queue` returned it; destroyed once.
+        unsafe { rd::rd_kafka_message_destroy(self.0.as_ptr()) }
+    }
+}
+
+/// The fetch queue of one partition, detached from the consumer's main queue.
+pub struct PartitionQueue {
+    queue: NonNull<rd::rd_kafka_queue_t>,
+    // Kept alive while librdkafka may call the non-empty callback with it.
+    notify: Box<Arc<dyn Notify>>,
+}
+
+// SAFETY: librdkafka queues are thread-safe; the callback target is Send + Sync.
+unsafe impl Send for PartitionQueue {}
+
+unsafe extern "C" fn on_nonempty(_: *mut rd::rd_kafka_t, opaque: *mut c_void) {
+    // SAFETY: `opaque` is the `Box<Arc<dyn Notify>>` of a live queue (the callback is removed
+    // before that box is dropped). Never unwind into C.
+    let notify = unsafe { &*(opaque as *const Arc<dyn Notify>) };
+    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| notify.notify()));
+}
+
+impl PartitionQueue {
+    /// Detaches the queue of `topic:partition` from `consumer`'s main queue. Call before the
+    /// partition is assigned: librdkafka then never forwards its messages elsewhere.
+    pub fn new(
+        consumer: &BaseConsumer,
+        topic: &str,
+        partition: i32,
+        notify: Arc<dyn Notify>,
+    ) -> Option<Self> {
+        let topic = CString::new(topic).ok()?;
+        // SAFETY: live client handle; valid C string.
+        let raw = unsafe {
+            rd::rd_kafka_queue_get_partition(
+                consumer.client().native_ptr(),
+                topic.as_ptr(),
+                partition,
+            )
+        };
+        let queue = NonNull::new(raw)?;
+        let notify: Box<Arc<dyn Notify>> = Box::new(notify);
+        // SAFETY: `queue` is live; the opaque pointer outlives the registration (see Drop).
+        unsafe {
+            rd::rd_kafka_queue_forward(queue.as_ptr(), std::ptr::null_mut());
+            rd::rd_kafka_queue_cb_event_enable(
+                queue.as_ptr(),
+                Some(on_nonempty),
+                &*notify as *const Arc<dyn Notify> as *mut c_void,
+            );
+        }
+        Some(PartitionQueue { queue, notify })
+    }
+
+    /// Takes the next message or event without waiting.
+    pub fn poll(&self) -> Option<RawMessage> {
+        // SAFETY: live queue; the returned message is owned by us.
+        NonNull::new(unsafe { rd::rd_kafka_consume_queue(self.queue.as_ptr(), 0) }).map(RawMessage)
+    }
+}
+
+impl Drop for PartitionQueue {
+    fn drop(&mut self) {
+        // SAFETY: unregister the callback before its target goes away, then release the queue.
+        unsafe {
+            rd::rd_kafka_queue_cb_event_enable(self.queue.as_ptr(), None, std::ptr::null_mut());
+            rd::rd_kafka_queue_destroy(self.queue.as_ptr());
+        }
+        let _ = &self.notify;
+    }
+}
