@@ -160,6 +160,8 @@ pub struct Reader {
     last_emitted_time: i64,
     late: u64,
     saved: Vec<u8>,
+    /// Reused for every decision (no allocation per element).
+    gates: Vec<Gate>,
     commits: Option<Commits>,
 }
 
@@ -434,6 +436,7 @@ impl Reader {
             last_emitted_time: i64::MIN,
             late: 0,
             saved: Vec::new(),
+            gates: Vec::with_capacity(stream_count),
             commits: (!spec.settings.group.is_empty()).then(|| Commits {
                 interval: spec.commit_interval(),
                 due: Instant::now() + spec.commit_interval(),
@@ -462,8 +465,9 @@ impl Reader {
             self.serve_main_queue()?;
             self.fill_heads()?;
             let now = Instant::now();
-            let gates: Vec<Gate> = self.streams.iter().map(Stream::gate).collect();
-            match decide(&gates, now, self.spec.timeout) {
+            self.gates.clear();
+            self.gates.extend(self.streams.iter().map(Stream::gate));
+            match decide(&self.gates, now, self.spec.timeout) {
                 Decision::Emit {
                     stream,
                     passed_idle,

@@ -144,12 +144,14 @@ class GraphReader:
 
     def save(self, path):
         """``Saver.save``; returns the checkpoint prefix."""
-        return self.saver.save(self.session, str(path))
+        with self.graph.as_default():
+            return self.saver.save(self.session, str(path))
 
     def restore(self, path):
         """The TF1 order: initializer first, then ``Saver.restore`` (DESIGN.md §5)."""
         self.init()
-        self.saver.restore(self.session, str(path))
+        with self.graph.as_default():
+            self.saver.restore(self.session, str(path))
         return self
 
     def close(self):
