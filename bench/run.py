@@ -64,7 +64,8 @@ def produce(servers, topic, partitions, messages, size):
 def reader_raw(servers, topic, partitions):
     exe = os.path.join(ROOT, "target", "release", "examples", "raw_consume")
     out = subprocess.check_output([exe, servers, topic, str(partitions)], text=True)
-    n, _, seconds = out.split()
+    n, _, seconds, rss = out.split()
+    RAW_PEAK_RSS[0] = int(rss)
     return int(n), float(seconds)
 
 
@@ -136,9 +137,7 @@ def child(mode, servers, topic, partitions):
     """Runs one reader in this process; prints `messages seconds cpu_seconds max_rss_kib`."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     if mode.startswith("kd-"):
-        import tensorflow  # noqa: F401  (import cost is not part of the measurement)
-
-        import kafka_dataset
+        import kafka_dataset  # imports TensorFlow: not part of the measurement
 
         kafka_dataset.load_library()
     before = resource.getrusage(resource.RUSAGE_SELF)
@@ -147,8 +146,17 @@ def child(mode, servers, topic, partitions):
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     cpu += children.ru_utime + children.ru_stime
-    rss = max(after.ru_maxrss, children.ru_maxrss)
+    rss = _peak_rss_kib() if mode != "raw-rust" else RAW_PEAK_RSS[0]
     print("RESULT %d %.6f %.6f %d" % (n, seconds, cpu, rss))
+
+
+def _peak_rss_kib(status="/proc/self/status"):
+    """VmHWM: peak RSS of this process image (ru_maxrss would include the pre-exec parent)."""
+    with open(status) as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
+
+
+RAW_PEAK_RSS = [0]
 
 
 def measure(mode, servers, topic, partitions):
@@ -219,7 +227,8 @@ def main():
         "# Throughput: %d x %d-byte messages, tansu 0.6.0 on loopback, best of %d"
         % (args.messages, args.size, args.runs),
         "",
-        "| partitions | reader | msg/s | MB/s | client CPU s per M msgs | peak RSS MiB | wall ratio to raw-rust |",
+        "| partitions | reader | msg/s | MB/s | client CPU s per M msgs | peak RSS MiB"
+        " | wall ratio to raw-rust |",
         "|---|---|---|---|---|---|---|",
     ]
     for partitions, mode, rate, cpu, rss in rows:

@@ -1,6 +1,6 @@
 //! Benchmark baseline: a raw rdkafka `BaseConsumer` reading whole partitions as fast as it can
 //! (the ceiling `bench/run.py` compares KafkaDataset against), tuned like librdkafka should be
-//! for a fast reader. Prints `messages bytes seconds` when every partition reached its end.
+//! for a fast reader. Prints `messages bytes seconds peak_rss_kib` once every partition ended.
 //!
 //!     cargo run --release --example raw_consume -- SERVERS TOPIC PARTITIONS
 
@@ -29,7 +29,8 @@ fn main() {
         .expect("consumer");
     let mut tpl = TopicPartitionList::new();
     for p in 0..partitions {
-        tpl.add_partition_offset(topic, p, Offset::Beginning).unwrap();
+        tpl.add_partition_offset(topic, p, Offset::Beginning)
+            .unwrap();
     }
     consumer.assign(&tpl).expect("assign");
     let start = Instant::now();
@@ -45,5 +46,15 @@ fn main() {
             None => {}
         }
     }
-    println!("{messages} {bytes} {:.6}", start.elapsed().as_secs_f64());
+    let seconds = start.elapsed().as_secs_f64();
+    // Peak RSS (VmHWM, KiB) of this process, for the benchmark's memory column.
+    let peak_rss_kib = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        })
+        .unwrap_or(0);
+    println!("{messages} {bytes} {seconds:.6} {peak_rss_kib}");
 }
