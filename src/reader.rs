@@ -465,6 +465,9 @@ impl Reader {
             self.serve_main_queue()?;
             self.fill_heads()?;
             let now = Instant::now();
+            if self.commits.as_ref().is_some_and(|c| now >= c.due) {
+                self.commit(false);
+            }
             self.gates.clear();
             self.gates.extend(self.streams.iter().map(Stream::gate));
             match decide(&self.gates, now, self.spec.timeout) {
@@ -770,18 +773,35 @@ impl Reader {
     }
 }
 
+/// How long dropping a reader waits for its consumer to close before leaving the rest of the
+/// close to a background thread.
+const CLOSE_WAIT: Duration = Duration::from_secs(2);
+
 impl Drop for Reader {
     fn drop(&mut self) {
-        // rdkafka's own drop polls in 100 ms steps until the consumer is closed; closing here
-        // with short polls makes iterator teardown prompt.
+        // rdkafka's own drop polls in 100 ms steps, without a deadline, until the consumer is
+        // closed; closing here with short polls makes teardown prompt in the common case.
         self.commit(true);
+        // librdkafka wants every message and queue released before its handle goes.
+        self.current = None;
+        for stream in &mut self.streams {
+            stream.head = None;
+        }
         self.queues.clear();
-        // Closing waits for the commit above to finish.
+        // Closing waits for the commit above; an unreachable coordinator would hold it for up
+        // to session.timeout.ms. Past a short wait, finish closing on a background thread so
+        // TensorFlow's teardown (which holds its locks) never blocks on the network.
         if self.consumer.close_queue().is_ok() {
-            let deadline = Instant::now() + Duration::from_secs(5);
+            let deadline = Instant::now() + CLOSE_WAIT;
             while !self.consumer.closed() && Instant::now() < deadline {
                 self.consumer.poll(Duration::from_millis(5));
             }
+        }
+        if !self.consumer.closed() {
+            let consumer = Arc::clone(&self.consumer);
+            let _ = std::thread::Builder::new()
+                .name("kafka-dataset-close".into())
+                .spawn(move || drop(consumer));
         }
     }
 }

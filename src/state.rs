@@ -242,13 +242,18 @@ pub fn check_identity(entries: &[Entry], saved: &[StreamSpec]) -> Result<()> {
             .join(" ")
     };
     let expected = resolve_streams(entries, &mut frozen).map_err(|e| {
+        // "Partition does not exist" would speak of the checkpoint's partitions, not the
+        // topic's: leave such details out.
+        let detail = match e.kind {
+            ErrorKind::NotFound => String::new(),
+            _ => format!(" ({})", e.message),
+        };
         Error::new(
             ErrorKind::FailedPrecondition,
             format!(
-                "checkpoint does not match the dataset: the checkpoint holds streams {} but the dataset's entries are {} ({})",
+                "checkpoint does not match the dataset: the checkpoint holds streams {} but the dataset's entries are {}{detail}",
                 describe(saved),
                 entry_list(),
-                e.message
             ),
         )
     })?;
