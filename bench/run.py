@@ -12,6 +12,7 @@ machines are noisy: compare ratios, not absolute numbers):
   confluent   confluent-kafka Consumer.consume(10000), tuned the same way
   kd-eager    KafkaDataset(eof=True).batch(1024), iterated eagerly
   kd-graph    the same inside a tf.function reduce (no Python per batch)
+  kd-native   KafkaDataset(eof=True, batch_size=1024): batches filled by the core, eagerly
 
 Client CPU is user+system time of the reading process (the broker is not counted). Writes a
 Markdown table to bench/results/latest.md.
@@ -96,14 +97,27 @@ def reader_confluent(servers, topic, partitions):
     return n, seconds
 
 
-def _dataset(servers, topic):
+def _dataset(servers, topic, native=False):
     import kafka_dataset
 
+    if native:
+        return kafka_dataset.KafkaDataset(
+            [topic], servers=servers, eof=True, timeout=1000, batch_size=1024
+        )
     return kafka_dataset.KafkaDataset([topic], servers=servers, eof=True, timeout=1000).batch(1024)
 
 
 def reader_kd_eager(servers, topic, partitions):
     ds = _dataset(servers, topic)
+    start = time.perf_counter()
+    n = 0
+    for batch in ds:
+        n += int(batch.shape[0])
+    return n, time.perf_counter() - start
+
+
+def reader_kd_native(servers, topic, partitions):
+    ds = _dataset(servers, topic, native=True)
     start = time.perf_counter()
     n = 0
     for batch in ds:
@@ -130,6 +144,7 @@ READERS = {
     "confluent": reader_confluent,
     "kd-eager": reader_kd_eager,
     "kd-graph": reader_kd_graph,
+    "kd-native": reader_kd_native,
 }
 
 

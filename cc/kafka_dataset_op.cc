@@ -194,9 +194,16 @@ class KafkaDatasetOp : public DatasetOpKernel {
   static constexpr const char* const kConfigGlobal = "config_global";
   static constexpr const char* const kConfigTopic = "config_topic";
   static constexpr const char* const kMessageKey = "message_key";
+  static constexpr const char* const kBatchSize = "batch_size";
 
   explicit KafkaDatasetOp(OpKernelConstruction* ctx) : DatasetOpKernel(ctx) {
     OP_REQUIRES_OK(ctx, ctx->GetAttr(kMessageKey, &message_key_));
+    OP_REQUIRES_OK(ctx, ctx->GetAttr(kBatchSize, &batch_size_));
+    OP_REQUIRES(ctx, batch_size_ >= 0,
+                absl::InvalidArgumentError(absl::StrCat(
+                    "batch_size must be >= 0 (0 = one message per element), "
+                    "got ",
+                    batch_size_)));
   }
 
  protected:
@@ -206,6 +213,7 @@ class KafkaDatasetOp : public DatasetOpKernel {
   class Dataset;
 
   bool message_key_ = false;
+  int64_t batch_size_ = 0;
 };
 
 class KafkaDatasetOp::Dataset : public DatasetBase {
@@ -213,7 +221,8 @@ class KafkaDatasetOp::Dataset : public DatasetBase {
   Dataset(OpKernelContext* ctx, DatasetHandle handle,
           std::vector<tstring> topics, tstring servers, tstring group, bool eof,
           int64_t timeout_ms, std::vector<tstring> config_global,
-          std::vector<tstring> config_topic, bool message_key)
+          std::vector<tstring> config_topic, bool message_key,
+          int64_t batch_size)
       : DatasetBase(DatasetContext(ctx)),
         handle_(std::move(handle)),
         topics_(std::move(topics)),
@@ -224,10 +233,12 @@ class KafkaDatasetOp::Dataset : public DatasetBase {
         config_global_(std::move(config_global)),
         config_topic_(std::move(config_topic)),
         message_key_(message_key),
+        batch_size_(batch_size),
         dtypes_(message_key ? DataTypeVector{DT_STRING, DT_STRING}
                             : DataTypeVector{DT_STRING}),
-        shapes_(message_key ? std::vector<PartialTensorShape>{{}, {}}
-                            : std::vector<PartialTensorShape>{{}}) {}
+        // Native batches are 1-D with 1..batch_size elements.
+        shapes_(message_key ? 2 : 1, batch_size > 0 ? PartialTensorShape({-1})
+                                                    : PartialTensorShape({})) {}
 
   std::unique_ptr<IteratorBase> MakeIteratorInternal(
       const std::string& prefix) const override {
@@ -283,11 +294,13 @@ class KafkaDatasetOp::Dataset : public DatasetBase {
 
     AttrValue message_key;
     b->BuildAttrValue(message_key_, &message_key);
+    AttrValue batch_size;
+    b->BuildAttrValue(batch_size_, &batch_size);
 
     return b->AddDataset(
         this,
         {topics, servers, group, eof, timeout, config_global, config_topic},
-        {{kMessageKey, message_key}}, output);
+        {{kMessageKey, message_key}, {kBatchSize, batch_size}}, output);
   }
 
  private:
@@ -407,6 +420,9 @@ class KafkaDatasetOp::Dataset : public DatasetBase {
                                  bool* end_of_sequence, bool* done)
         TF_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
       TF_RETURN_IF_ERROR(EnsureReaderLocked());
+      if (dataset()->batch_size_ > 0) {
+        return NextBatchSliceLocked(ctx, out_tensors, end_of_sequence, done);
+      }
       kd_next_status status = KD_NEXT_PENDING;
       kd_message_view view{};
       TF_RETURN_IF_ERROR(ToStatus(
@@ -441,6 +457,58 @@ class KafkaDatasetOp::Dataset : public DatasetBase {
       }
     }
 
+    // Like NextSliceLocked, for native batches: one 1-D tensor (two with
+    // message_key) holding every message the core had ready, up to
+    // batch_size.
+    absl::Status NextBatchSliceLocked(IteratorContext* ctx,
+                                      std::vector<Tensor>* out_tensors,
+                                      bool* end_of_sequence, bool* done)
+        TF_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+      kd_next_status status = KD_NEXT_PENDING;
+      size_t count = 0;
+      TF_RETURN_IF_ERROR(ToStatus(kd_reader_next_batch(
+          reader_.get(), static_cast<size_t>(dataset()->batch_size_),
+          kNextSliceMs, &status, &count)));
+      if (status != KD_NEXT_ELEMENT) {
+        *end_of_sequence = status == KD_NEXT_END;
+        *done = status == KD_NEXT_END;
+        return absl::OkStatus();
+      }
+      const bool with_key = dataset()->message_key_;
+      Tensor values(ctx->allocator({}), DT_STRING,
+                    TensorShape({static_cast<int64_t>(count)}));
+      Tensor keys(ctx->allocator({}), DT_STRING,
+                  TensorShape({with_key ? static_cast<int64_t>(count) : 0}));
+      auto value_flat = values.flat<tstring>();
+      auto key_flat = keys.flat<tstring>();
+      int64_t bytes = 0;
+      for (size_t i = 0; i < count; ++i) {
+        kd_message_view view{};
+        TF_RETURN_IF_ERROR(
+            ToStatus(kd_reader_batch_message(reader_.get(), i, &view)));
+        Assign(view.value, &value_flat(i));
+        bytes += view.value.len;
+        if (with_key) {
+          Assign(view.key, &key_flat(i));
+          bytes += view.key.len;
+        }
+      }
+      static monitoring::CounterCell* bytes_counter =
+          metrics::GetTFDataBytesReadCounter(kDatasetType);
+      bytes_counter->IncrementBy(bytes);
+      out_tensors->push_back(std::move(values));
+      if (with_key) out_tensors->push_back(std::move(keys));
+      *end_of_sequence = false;
+      *done = true;
+      return absl::OkStatus();
+    }
+
+    static void Assign(const kd_bytes& bytes, tstring* out) {
+      if (bytes.data != nullptr && bytes.len > 0) {
+        out->assign(reinterpret_cast<const char*>(bytes.data), bytes.len);
+      }
+    }
+
     static void AppendString(IteratorContext* ctx, const kd_bytes& bytes,
                              std::vector<Tensor>* out_tensors) {
       out_tensors->emplace_back(ctx->allocator({}), DT_STRING, TensorShape({}));
@@ -468,6 +536,7 @@ class KafkaDatasetOp::Dataset : public DatasetBase {
   const std::vector<tstring> config_global_;
   const std::vector<tstring> config_topic_;
   const bool message_key_;
+  const int64_t batch_size_;
   const DataTypeVector dtypes_;
   const std::vector<PartialTensorShape> shapes_;
 };
@@ -512,7 +581,7 @@ void KafkaDatasetOp::MakeDataset(OpKernelContext* ctx, DatasetBase** output) {
   *output =
       new Dataset(ctx, std::move(handle), std::move(topics), std::move(servers),
                   std::move(group), eof, timeout_ms, std::move(config_global),
-                  std::move(config_topic), message_key_);
+                  std::move(config_topic), message_key_, batch_size_);
 }
 
 namespace {
@@ -527,6 +596,9 @@ REGISTER_OP("KdKafkaDataset")
     .Input("config_topic: string")
     .Output("handle: variant")
     .Attr("message_key: bool = false")
+    // > 0: each element is a 1-D batch of up to batch_size messages filled by
+    // the core (one copy per message), instead of one scalar per message.
+    .Attr("batch_size: int = 0")
     // A source that reads external, changing data: keep TF from constant
     // folding or deduplicating it (TF's own source datasets do the same).
     .SetIsStateful()

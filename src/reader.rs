@@ -153,6 +153,8 @@ pub struct Reader {
     streams: Vec<Stream>,
     /// The last emitted element.
     current: Option<Message>,
+    /// The elements of the last batch (reused: no allocation per batch).
+    batch: Vec<Message>,
     // Field order matters: messages and queues must go before the consumer they belong to.
     queues: Vec<Option<PartitionQueue>>,
     consumer: Arc<BaseConsumer>,
@@ -433,6 +435,7 @@ impl Reader {
             consumer,
             wake,
             current: None,
+            batch: Vec::new(),
             last_emitted_time: i64::MIN,
             late: 0,
             saved: Vec::new(),
@@ -455,6 +458,32 @@ impl Reader {
     /// last emitted timestamp.
     pub fn late_elements(&self) -> u64 {
         self.late
+    }
+
+    /// Waits at most `max_wait` for the next element, then takes up to `max_elements - 1`
+    /// more that are ready without waiting: a batch of 1..=`max_elements` elements in merge
+    /// order, held (see [`Reader::batch`]) until the next call. Nothing is held back across
+    /// calls, so a save between calls never covers elements the caller has not received.
+    pub fn next_batch(&mut self, max_elements: usize, max_wait: Duration) -> Result<Next> {
+        self.batch.clear();
+        let mut wait = max_wait;
+        while self.batch.len() < max_elements.max(1) {
+            match self.next(wait)? {
+                Next::Element => {
+                    let message = self.current.take().expect("next() emitted an element");
+                    self.batch.push(message);
+                    wait = Duration::ZERO;
+                }
+                Next::Pending | Next::End if !self.batch.is_empty() => break,
+                other => return Ok(other),
+            }
+        }
+        Ok(Next::Element)
+    }
+
+    /// The elements of the last [`Reader::next_batch`], with their streams.
+    pub fn batch(&self) -> impl ExactSizeIterator<Item = (&Message, &StreamSpec)> {
+        self.batch.iter().map(|m| (m, &self.streams[m.stream].spec))
     }
 
     /// Waits at most `max_wait` for the next element in merge order.
@@ -784,6 +813,7 @@ impl Drop for Reader {
         self.commit(true);
         // librdkafka wants every message and queue released before its handle goes.
         self.current = None;
+        self.batch.clear();
         for stream in &mut self.streams {
             stream.head = None;
         }

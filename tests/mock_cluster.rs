@@ -412,3 +412,45 @@ fn a_start_beyond_the_log_end_ends_with_eof_and_is_refused_without() {
         err.message
     );
 }
+
+#[test]
+fn native_batches_concatenate_to_the_merge_and_save_exactly() {
+    let c = Cluster::new("batches", 3);
+    random_partitions(&c, "batches", 3, 30, 5);
+    let s = spec(&c.servers(), &["batches"], true, 500);
+    let full = read(
+        &mut Reader::new(&s).unwrap(),
+        usize::MAX,
+        Duration::from_secs(30),
+    );
+    let mut r = Reader::new(&s).unwrap();
+    let mut got = Vec::new();
+    let stop = Instant::now() + Duration::from_secs(30);
+    let mut saved = None;
+    loop {
+        assert!(Instant::now() < stop, "no end");
+        match r.next_batch(8, WAIT).unwrap() {
+            Next::Element => {
+                let batch: Vec<(i32, i64)> =
+                    r.batch().map(|(m, s)| (s.partition, m.offset)).collect();
+                assert!((1..=8).contains(&batch.len()));
+                got.extend(batch);
+                if saved.is_none() && got.len() >= 20 {
+                    saved = Some((got.len(), r.save(true).to_vec()));
+                }
+            }
+            Next::Pending => {}
+            Next::End => break,
+        }
+    }
+    let order: Vec<(i32, i64)> = full.iter().map(|e| (e.0, e.1)).collect();
+    assert_eq!(got, order);
+    let (at, state) = saved.unwrap();
+    let mut restored = Reader::new(&s).unwrap();
+    restored.restore(&state).unwrap();
+    let rest: Vec<(i32, i64)> = read(&mut restored, usize::MAX, Duration::from_secs(30))
+        .iter()
+        .map(|e| (e.0, e.1))
+        .collect();
+    assert_eq!(rest, order[at..]);
+}

@@ -14,9 +14,9 @@ from tensorflow.python.framework import tensor_util
 
 from kafka_dataset import _loader
 
-# Keyword-only extensions (DESIGN.md §2: metadata outputs, native batching, ...). None exist yet;
-# each one added here must default to "off" so the seed constructor keeps its meaning.
-EXTENSIONS = frozenset()
+# Keyword-only extensions (DESIGN.md §2); each defaults to "off" so the seed constructor keeps
+# its meaning. batch_size=N: each element is a 1-D batch of 1..N messages filled natively.
+EXTENSIONS = frozenset({"batch_size"})
 
 
 def _check_extensions(extensions):
@@ -140,9 +140,22 @@ class KafkaDatasetV2(dataset_ops.DatasetSource):
           config_topic: librdkafka topic properties as `Key=Value` strings.
           message_key: If True, elements are `(value, key)`.
           **extensions: Keyword-only extensions, all off by default. Unknown names raise
-            `TypeError`.
+            `TypeError`. `batch_size=N` (N > 0): each element is a 1-D `tf.string` batch of the
+            1..N messages that are ready (the core fills it, one copy per message), instead of
+            one scalar per message; positions and checkpoints stay exact per message.
         """
         _check_extensions(extensions)
+        batch_size = extensions.get("batch_size", 0)
+        if isinstance(batch_size, (bool, np.bool_)) or not isinstance(
+            batch_size, (int, np.integer)
+        ):
+            raise TypeError(
+                "KafkaDataset: batch_size must be an int, got %s %r"
+                % (type(batch_size).__name__, batch_size)
+            )
+        if batch_size < 0:
+            raise ValueError("KafkaDataset: batch_size must be >= 0, got %d" % batch_size)
+        self._batch_size = int(batch_size)
         if not isinstance(message_key, (bool, np.bool_)):
             raise TypeError(
                 "KafkaDataset: message_key must be a Python bool, got %s %r"
@@ -163,11 +176,13 @@ class KafkaDatasetV2(dataset_ops.DatasetSource):
         self._config_global = _string_vector("config_global", config_global)
         self._config_topic = _string_vector("config_topic", config_topic)
 
-        value_spec = tf.TensorSpec([], tf.string)
+        value_spec = tf.TensorSpec([None] if self._batch_size else [], tf.string)
         self._element_spec = (value_spec, value_spec) if self._message_key else value_spec
 
         ops = _loader.load_library()
         attrs = {"message_key": self._message_key}
+        if self._batch_size:
+            attrs["batch_size"] = self._batch_size
         if _loader.op_accepts("metadata"):
             attrs["metadata"] = self._metadata.SerializeToString()
         variant_tensor = getattr(ops, _loader.OP_FUNCTION)(

@@ -12,7 +12,8 @@ use std::time::Duration;
 
 use crate::dataset::DatasetSpec;
 use crate::error::{kd_code, Error, ErrorKind};
-use crate::reader::{Next, Reader};
+use crate::reader::{Message, Next, Reader};
+use crate::spec::StreamSpec;
 
 /// An owned error: a status code and a message. Free with [`kd_error_free`].
 pub struct kd_error {
@@ -171,6 +172,28 @@ unsafe fn read_strs(items: *const kd_str, len: usize, what: &str) -> Result<Vec<
         .collect()
 }
 
+fn status_of(next: Next) -> kd_next_status {
+    match next {
+        Next::Element => kd_next_status::KD_NEXT_ELEMENT,
+        Next::Pending => kd_next_status::KD_NEXT_PENDING,
+        Next::End => kd_next_status::KD_NEXT_END,
+    }
+}
+
+fn message_view(m: &Message, stream: &StreamSpec) -> kd_message_view {
+    kd_message_view {
+        value: view_bytes(m.value()),
+        key: view_bytes(m.key()),
+        topic: kd_str {
+            data: stream.topic.as_ptr() as *const c_char,
+            len: stream.topic.len(),
+        },
+        partition: stream.partition,
+        offset: m.offset,
+        timestamp: m.timestamp,
+    }
+}
+
 fn view_bytes(b: Option<&[u8]>) -> kd_bytes {
     match b {
         Some(v) => kd_bytes {
@@ -320,21 +343,10 @@ pub unsafe extern "C" fn kd_reader_next(
         let status = match next {
             Next::Element => {
                 let (m, stream) = reader.current();
-                *out_message = kd_message_view {
-                    value: view_bytes(m.value()),
-                    key: view_bytes(m.key()),
-                    topic: kd_str {
-                        data: stream.topic.as_ptr() as *const c_char,
-                        len: stream.topic.len(),
-                    },
-                    partition: stream.partition,
-                    offset: m.offset,
-                    timestamp: m.timestamp,
-                };
+                *out_message = message_view(m, stream);
                 kd_next_status::KD_NEXT_ELEMENT
             }
-            Next::Pending => kd_next_status::KD_NEXT_PENDING,
-            Next::End => kd_next_status::KD_NEXT_END,
+            other => status_of(other),
         };
         *out_status = status;
         Ok(())
@@ -367,6 +379,69 @@ pub unsafe extern "C" fn kd_reader_save(
             data: bytes.as_ptr(),
             len: bytes.len(),
         };
+        Ok(())
+    })
+}
+
+/// Waits at most `max_wait_ms` for the next element, then takes up to `max_elements - 1` more
+/// that are ready without waiting. On success writes `*out_status` and, for `KD_NEXT_ELEMENT`,
+/// the batch size (1..=`max_elements`) to `*out_count`; read the elements with
+/// [`kd_reader_batch_message`] until the next call on `reader`.
+///
+/// # Safety
+/// `reader` must be a live reader not used concurrently; the out-params must be writable.
+#[no_mangle]
+pub unsafe extern "C" fn kd_reader_next_batch(
+    reader: *mut kd_reader,
+    max_elements: usize,
+    max_wait_ms: u32,
+    out_status: *mut kd_next_status,
+    out_count: *mut usize,
+) -> *mut kd_error {
+    boundary(|| {
+        let reader = &mut reader
+            .as_mut()
+            .ok_or_else(|| null_argument("reader"))?
+            .reader;
+        if out_status.is_null() || out_count.is_null() {
+            return Err(null_argument("out_status/out_count"));
+        }
+        let next = reader.next_batch(max_elements, Duration::from_millis(max_wait_ms as u64))?;
+        *out_count = match next {
+            Next::Element => reader.batch().len(),
+            _ => 0,
+        };
+        *out_status = status_of(next);
+        Ok(())
+    })
+}
+
+/// Writes element `index` of the last batch to `*out_message` (views valid until the next
+/// call that reads or moves `reader`).
+///
+/// # Safety
+/// `reader` must be a live reader; `out_message` must be writable.
+#[no_mangle]
+pub unsafe extern "C" fn kd_reader_batch_message(
+    reader: *const kd_reader,
+    index: usize,
+    out_message: *mut kd_message_view,
+) -> *mut kd_error {
+    boundary(|| {
+        let reader = &reader
+            .as_ref()
+            .ok_or_else(|| null_argument("reader"))?
+            .reader;
+        let out_message = out_message
+            .as_mut()
+            .ok_or_else(|| null_argument("out_message"))?;
+        let (m, stream) = reader.batch().nth(index).ok_or_else(|| {
+            Error::invalid(format!(
+                "batch index {index} is out of range ({} elements)",
+                reader.batch().len()
+            ))
+        })?;
+        *out_message = message_view(m, stream);
         Ok(())
     })
 }
