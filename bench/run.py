@@ -107,22 +107,20 @@ def _dataset(servers, topic, native=False):
     return kafka_dataset.KafkaDataset([topic], servers=servers, eof=True, timeout=1000).batch(1024)
 
 
-def reader_kd_eager(servers, topic, partitions):
-    ds = _dataset(servers, topic)
+def _count_eagerly(ds):
     start = time.perf_counter()
     n = 0
     for batch in ds:
         n += int(batch.shape[0])
     return n, time.perf_counter() - start
+
+
+def reader_kd_eager(servers, topic, partitions):
+    return _count_eagerly(_dataset(servers, topic))
 
 
 def reader_kd_native(servers, topic, partitions):
-    ds = _dataset(servers, topic, native=True)
-    start = time.perf_counter()
-    n = 0
-    for batch in ds:
-        n += int(batch.shape[0])
-    return n, time.perf_counter() - start
+    return _count_eagerly(_dataset(servers, topic, native=True))
 
 
 def reader_kd_graph(servers, topic, partitions):

@@ -117,6 +117,30 @@ fn null_argument(name: &str) -> Error {
     Error::invalid(format!("kafka-dataset C API: argument `{name}` is NULL"))
 }
 
+/// # Safety
+/// `reader` must be NULL or a live reader not used concurrently.
+unsafe fn reader_mut<'a>(reader: *mut kd_reader) -> Result<&'a mut Reader, Error> {
+    Ok(&mut reader
+        .as_mut()
+        .ok_or_else(|| null_argument("reader"))?
+        .reader)
+}
+
+/// # Safety
+/// `reader` must be NULL or a live reader.
+unsafe fn reader_ref<'a>(reader: *const kd_reader) -> Result<&'a Reader, Error> {
+    Ok(&reader
+        .as_ref()
+        .ok_or_else(|| null_argument("reader"))?
+        .reader)
+}
+
+/// # Safety
+/// `out` must be NULL or writable.
+unsafe fn out_param<'a, T>(out: *mut T, name: &str) -> Result<&'a mut T, Error> {
+    out.as_mut().ok_or_else(|| null_argument(name))
+}
+
 fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
     payload
         .downcast_ref::<&str>()
@@ -332,10 +356,7 @@ pub unsafe extern "C" fn kd_reader_next(
     out_message: *mut kd_message_view,
 ) -> *mut kd_error {
     boundary(|| {
-        let reader = &mut reader
-            .as_mut()
-            .ok_or_else(|| null_argument("reader"))?
-            .reader;
+        let reader = reader_mut(reader)?;
         if out_status.is_null() || out_message.is_null() {
             return Err(null_argument("out_status/out_message"));
         }
@@ -367,10 +388,7 @@ pub unsafe extern "C" fn kd_reader_save(
     out_state: *mut kd_bytes,
 ) -> *mut kd_error {
     boundary(|| {
-        let reader = &mut reader
-            .as_mut()
-            .ok_or_else(|| null_argument("reader"))?
-            .reader;
+        let reader = reader_mut(reader)?;
         if out_state.is_null() {
             return Err(null_argument("out_state"));
         }
@@ -399,10 +417,7 @@ pub unsafe extern "C" fn kd_reader_next_batch(
     out_count: *mut usize,
 ) -> *mut kd_error {
     boundary(|| {
-        let reader = &mut reader
-            .as_mut()
-            .ok_or_else(|| null_argument("reader"))?
-            .reader;
+        let reader = reader_mut(reader)?;
         if out_status.is_null() || out_count.is_null() {
             return Err(null_argument("out_status/out_count"));
         }
@@ -428,13 +443,8 @@ pub unsafe extern "C" fn kd_reader_batch_message(
     out_message: *mut kd_message_view,
 ) -> *mut kd_error {
     boundary(|| {
-        let reader = &reader
-            .as_ref()
-            .ok_or_else(|| null_argument("reader"))?
-            .reader;
-        let out_message = out_message
-            .as_mut()
-            .ok_or_else(|| null_argument("out_message"))?;
+        let reader = reader_ref(reader)?;
+        let out_message = out_param(out_message, "out_message")?;
         let (m, stream) = reader.batch().nth(index).ok_or_else(|| {
             Error::invalid(format!(
                 "batch index {index} is out of range ({} elements)",
@@ -469,13 +479,8 @@ pub unsafe extern "C" fn kd_reader_stream_count(
     out_count: *mut usize,
 ) -> *mut kd_error {
     boundary(|| {
-        let reader = &reader
-            .as_ref()
-            .ok_or_else(|| null_argument("reader"))?
-            .reader;
-        let out_count = out_count
-            .as_mut()
-            .ok_or_else(|| null_argument("out_count"))?;
+        let reader = reader_ref(reader)?;
+        let out_count = out_param(out_count, "out_count")?;
         *out_count = reader.stream_count();
         Ok(())
     })
@@ -492,13 +497,8 @@ pub unsafe extern "C" fn kd_reader_stream_position(
     out_position: *mut kd_stream_position,
 ) -> *mut kd_error {
     boundary(|| {
-        let reader = &reader
-            .as_ref()
-            .ok_or_else(|| null_argument("reader"))?
-            .reader;
-        let out_position = out_position
-            .as_mut()
-            .ok_or_else(|| null_argument("out_position"))?;
+        let reader = reader_ref(reader)?;
+        let out_position = out_param(out_position, "out_position")?;
         let p = reader.position(index).ok_or_else(|| {
             Error::invalid(format!(
                 "stream index {index} is out of range ({} streams)",
@@ -531,10 +531,7 @@ pub unsafe extern "C" fn kd_reader_restore(
     state_len: usize,
 ) -> *mut kd_error {
     boundary(|| {
-        let reader = &mut reader
-            .as_mut()
-            .ok_or_else(|| null_argument("reader"))?
-            .reader;
+        let reader = reader_mut(reader)?;
         let bytes = if state_len == 0 {
             &[][..]
         } else if state.is_null() {
