@@ -19,6 +19,7 @@ Markdown table to bench/results/latest.md.
 """
 
 import argparse
+import importlib.util
 import os
 import resource
 import subprocess
@@ -26,7 +27,11 @@ import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "python"))
+# Prefer the installed package (scripts/setup.sh puts the library beside it); fall back to the
+# source tree. Only look, never import here: importing it imports TensorFlow, which would
+# weigh on the non-TensorFlow readers' CPU and RSS.
+if importlib.util.find_spec("kafka_dataset") is None:
+    sys.path.insert(0, os.path.join(ROOT, "python"))
 
 # librdkafka 2.x tuned for a fast reader (DESIGN.md §5): never pause at queued.min.messages.
 TUNED = {
