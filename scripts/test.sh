@@ -11,8 +11,8 @@ log "style: rustfmt, clippy, clang-format, ruff, generated header"
 cargo fmt --check
 cargo clippy --release --locked --all-targets -- -D warnings
 clang-format --style=file --dry-run --Werror cc/*.cc
-.venv/bin/ruff format --check python tests examples setup.py
-.venv/bin/ruff check python tests examples setup.py
+.venv/bin/ruff format --check python tests examples bench setup.py
+.venv/bin/ruff check python tests examples bench setup.py
 .tools/cbindgen/bin/cbindgen --quiet --config cbindgen.toml --crate kafka_dataset -o target/kafka_dataset.h
 diff -u include/kafka_dataset.h target/kafka_dataset.h || {
   echo "include/kafka_dataset.h is stale: regenerate it with .tools/cbindgen/bin/cbindgen --config cbindgen.toml --crate kafka_dataset -o include/kafka_dataset.h" >&2
