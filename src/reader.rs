@@ -449,11 +449,6 @@ impl Reader {
         })
     }
 
-    /// The streams being read, in stream order.
-    pub fn streams(&self) -> impl Iterator<Item = &StreamSpec> {
-        self.streams.iter().map(|s| &s.spec)
-    }
-
     /// Elements emitted after an idle partition was passed over that were older than the
     /// last emitted timestamp.
     pub fn late_elements(&self) -> u64 {

@@ -7,7 +7,6 @@ the library (so the ``tf.data`` aliases exist and ``python -m kafka_dataset``
 can diagnose), and the first ``KafkaDataset(...)`` loads it.
 """
 
-import inspect
 import os
 import threading
 
@@ -72,11 +71,3 @@ def load_library():
             )
         _ops = ops
         return _ops
-
-
-def op_accepts(argument):
-    """Whether the generated op wrapper takes ``argument`` (e.g. the optional ``metadata`` attr)."""
-    try:
-        return argument in inspect.signature(getattr(load_library(), OP_FUNCTION)).parameters
-    except (TypeError, ValueError):
-        return False

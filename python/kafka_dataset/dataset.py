@@ -183,8 +183,6 @@ class KafkaDatasetV2(dataset_ops.DatasetSource):
         attrs = {"message_key": self._message_key}
         if self._batch_size:
             attrs["batch_size"] = self._batch_size
-        if _loader.op_accepts("metadata"):
-            attrs["metadata"] = self._metadata.SerializeToString()
         variant_tensor = getattr(ops, _loader.OP_FUNCTION)(
             self._topics,
             self._servers,
