@@ -481,11 +481,12 @@ class KafkaDatasetOp::Dataset : public DatasetBase {
                   TensorShape({with_key ? static_cast<int64_t>(count) : 0}));
       auto value_flat = values.flat<tstring>();
       auto key_flat = keys.flat<tstring>();
+      views_.resize(count);
+      TF_RETURN_IF_ERROR(ToStatus(
+          kd_reader_batch_messages(reader_.get(), views_.data(), count)));
       int64_t bytes = 0;
       for (size_t i = 0; i < count; ++i) {
-        kd_message_view view{};
-        TF_RETURN_IF_ERROR(
-            ToStatus(kd_reader_batch_message(reader_.get(), i, &view)));
+        const kd_message_view& view = views_[i];
         Assign(view.value, &value_flat(i));
         bytes += view.value.len;
         if (with_key) {
@@ -522,6 +523,8 @@ class KafkaDatasetOp::Dataset : public DatasetBase {
     mutex mu_;
     // Not thread-safe in the core; every call on it happens under `mu_`.
     ReaderHandle reader_ TF_GUARDED_BY(mu_);
+    // Reused for every native batch (no allocation per call).
+    std::vector<kd_message_view> views_ TF_GUARDED_BY(mu_);
   };
 
   // Immutable and thread-safe in the core; shared by all iterators, which

@@ -194,7 +194,7 @@ struct kd_error *kd_reader_save(struct kd_reader *reader, bool commit, struct kd
 // Waits at most `max_wait_ms` for the next element, then takes up to `max_elements - 1` more
 // that are ready without waiting. On success writes `*out_status` and, for `KD_NEXT_ELEMENT`,
 // the batch size (1..=`max_elements`) to `*out_count`; read the elements with
-// [`kd_reader_batch_message`] until the next call on `reader`.
+// [`kd_reader_batch_messages`] until the next call on `reader`.
 //
 // # Safety
 // `reader` must be a live reader not used concurrently; the out-params must be writable.
@@ -204,14 +204,14 @@ struct kd_error *kd_reader_next_batch(struct kd_reader *reader,
                                       enum kd_next_status *out_status,
                                       size_t *out_count);
 
-// Writes element `index` of the last batch to `*out_message` (views valid until the next
-// call that reads or moves `reader`).
+// Writes the first `count` elements of the last batch to `out_messages[0..count]` (views
+// valid until the next call that reads or moves `reader`). One call per batch.
 //
 // # Safety
-// `reader` must be a live reader; `out_message` must be writable.
-struct kd_error *kd_reader_batch_message(const struct kd_reader *reader,
-                                         size_t index,
-                                         struct kd_message_view *out_message);
+// `reader` must be a live reader; `out_messages` must point to `count` writable views.
+struct kd_error *kd_reader_batch_messages(const struct kd_reader *reader,
+                                          struct kd_message_view *out_messages,
+                                          size_t count);
 
 // Writes the number of streams (partitions being read) to `*out_count`.
 //

@@ -2,6 +2,7 @@
 //! borrowed in place (no copy, no allocation per message) and end-of-partition events keep
 //! the offset at which they fired.
 
+use std::collections::VecDeque;
 use std::ffi::CString;
 use std::os::raw::c_void;
 use std::ptr::NonNull;
@@ -10,6 +11,11 @@ use std::sync::Arc;
 use rdkafka::bindings as rd;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::types::RDKafkaErrorCode;
+
+/// Most messages taken from a partition queue in one call. Taken messages stay in librdkafka's
+/// fetch buffers (nothing is copied), so this bounds only how far a stream reads ahead of the
+/// merge: 256 × 64 partitions is 16k message handles.
+pub const POLL_BATCH: usize = 256;
 
 /// Something to call when a queue becomes non-empty (librdkafka calls it from its threads).
 pub trait Notify: Send + Sync {
@@ -126,10 +132,24 @@ impl PartitionQueue {
         Some(PartitionQueue { queue, notify })
     }
 
-    /// Takes the next message or event without waiting.
-    pub fn poll(&self) -> Option<RawMessage> {
-        // SAFETY: live queue; the returned message is owned by us.
-        NonNull::new(unsafe { rd::rd_kafka_consume_queue(self.queue.as_ptr(), 0) }).map(RawMessage)
+    /// Moves the messages and events that are ready (at most [`POLL_BATCH`]) to the back of
+    /// `out`, without waiting; returns how many. One call per batch rather than per message:
+    /// librdkafka takes its queue lock and reads the clock once per call.
+    pub fn poll_into(&self, out: &mut VecDeque<RawMessage>) -> usize {
+        let mut taken = [std::ptr::null_mut(); POLL_BATCH];
+        // SAFETY: live queue; `taken` has room for POLL_BATCH pointers; each returned message
+        // is owned by us from here on.
+        let n = unsafe {
+            rd::rd_kafka_consume_batch_queue(self.queue.as_ptr(), 0, taken.as_mut_ptr(), POLL_BATCH)
+        };
+        let n = usize::try_from(n).unwrap_or(0).min(POLL_BATCH);
+        out.extend(
+            taken[..n]
+                .iter()
+                .filter_map(|&m| NonNull::new(m))
+                .map(RawMessage),
+        );
+        n
     }
 }
 

@@ -404,7 +404,7 @@ pub unsafe extern "C" fn kd_reader_save(
 /// Waits at most `max_wait_ms` for the next element, then takes up to `max_elements - 1` more
 /// that are ready without waiting. On success writes `*out_status` and, for `KD_NEXT_ELEMENT`,
 /// the batch size (1..=`max_elements`) to `*out_count`; read the elements with
-/// [`kd_reader_batch_message`] until the next call on `reader`.
+/// [`kd_reader_batch_messages`] until the next call on `reader`.
 ///
 /// # Safety
 /// `reader` must be a live reader not used concurrently; the out-params must be writable.
@@ -431,27 +431,37 @@ pub unsafe extern "C" fn kd_reader_next_batch(
     })
 }
 
-/// Writes element `index` of the last batch to `*out_message` (views valid until the next
-/// call that reads or moves `reader`).
+/// Writes the first `count` elements of the last batch to `out_messages[0..count]` (views
+/// valid until the next call that reads or moves `reader`). One call per batch.
 ///
 /// # Safety
-/// `reader` must be a live reader; `out_message` must be writable.
+/// `reader` must be a live reader; `out_messages` must point to `count` writable views.
 #[no_mangle]
-pub unsafe extern "C" fn kd_reader_batch_message(
+pub unsafe extern "C" fn kd_reader_batch_messages(
     reader: *const kd_reader,
-    index: usize,
-    out_message: *mut kd_message_view,
+    out_messages: *mut kd_message_view,
+    count: usize,
 ) -> *mut kd_error {
     boundary(|| {
         let reader = reader_ref(reader)?;
-        let out_message = out_param(out_message, "out_message")?;
-        let (m, stream) = reader.batch().nth(index).ok_or_else(|| {
-            Error::invalid(format!(
-                "batch index {index} is out of range ({} elements)",
-                reader.batch().len()
-            ))
-        })?;
-        *out_message = message_view(m, stream);
+        let batch = reader.batch();
+        if count > batch.len() {
+            return Err(Error::invalid(format!(
+                "asked for {count} batch elements, the batch has {}",
+                batch.len()
+            )));
+        }
+        if count == 0 {
+            return Ok(());
+        }
+        if out_messages.is_null() {
+            return Err(null_argument("out_messages"));
+        }
+        // SAFETY: the caller provides `count` writable views.
+        let out = std::slice::from_raw_parts_mut(out_messages, count);
+        for (slot, (m, stream)) in out.iter_mut().zip(batch) {
+            *slot = message_view(m, stream);
+        }
         Ok(())
     })
 }
