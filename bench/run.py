@@ -1,37 +1,50 @@
 #!/usr/bin/env python
-"""Throughput benchmark: KafkaDataset against a raw rdkafka consumer and confluent-kafka.
+"""Throughput and memory benchmark: KafkaDataset against a raw rdkafka consumer, confluent-kafka
+and tensorflow-io, all measured in one run.
 
-    .venv/bin/python bench/run.py [--messages 1000000] [--size 100] [--runs 3]
+    bash bench/run.sh            # installs what it needs, then runs this
+    .venv/bin/python bench/run.py [--quick]
 
-Starts a local tansu broker (or uses $KAFKA_BOOTSTRAP_SERVERS), produces `--messages` messages of
-`--size` bytes with increasing CreateTime timestamps into a 1-partition and an 8-partition topic,
-then measures each reader in its own process, best of `--runs`, all in this one run (the
-machines are noisy: compare ratios, not absolute numbers):
+Starts a local tansu broker (or uses $KAFKA_BOOTSTRAP_SERVERS) and measures each reader in its
+own process, best of `--runs` (the machines are noisy: compare ratios within one run, not
+absolute numbers). Client CPU is user+system time of the reading process (the broker is not
+counted).
 
-  raw-rust    rdkafka BaseConsumer (examples/raw_consume.rs), tuned: the ceiling
-  confluent   confluent-kafka Consumer.consume(10000), tuned the same way
-  kd-eager    KafkaDataset(eof=True).batch(1024), iterated eagerly
-  kd-graph    the same inside a tf.function reduce (no Python per batch)
-  kd-native   KafkaDataset(eof=True, batch_size=1024): batches filled by the core, eagerly
+  raw-rust      rdkafka BaseConsumer (examples/raw_consume.rs), tuned: the ceiling
+  confluent     confluent-kafka Consumer.consume(10000), tuned the same way
+  kd-eager      KafkaDataset(eof=True).batch(1024), iterated eagerly
+  kd-graph      the same inside a tf.function reduce (no Python per batch)
+  kd-native     KafkaDataset(eof=True, batch_size=1024): batches filled by the core
+  +tcmalloc     the same with LD_PRELOAD=libtcmalloc_minimal (TensorFlow's recommended allocator)
+  tfio-*        tensorflow-io 0.37.1 in TensorFlow 2.16.2 (.venv-tf216, bench/setup_tf216.sh),
+                beside KafkaDataset built for that TensorFlow (`*-tf216`)
 
-Client CPU is user+system time of the reading process (the broker is not counted). Writes a
-Markdown table to bench/results/latest.md.
+Scenarios: 1M x 100 B and 100k x 10 KB in 1 and 8 partitions; tensorflow-io on 200k x 100 B;
+one idle partition among 4 busy ones (eof=False, timeout=1000); 64 partitions with a consumer
+throttled 10x below the producer, for memory against the prefetch budget. Writes
+bench/results/latest.md and bench/results/latest.png.
 """
 
 import argparse
 import importlib.util
+import json
 import os
 import resource
 import subprocess
 import sys
+import threading
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Prefer the installed package (scripts/setup.sh puts the library beside it); fall back to the
-# source tree. Only look, never import here: importing it imports TensorFlow, which would
-# weigh on the non-TensorFlow readers' CPU and RSS.
+# source tree (the TF 2.16 venv has no install). Only look, never import here: importing it
+# imports TensorFlow, which would weigh on the non-TensorFlow readers' CPU and RSS.
 if importlib.util.find_spec("kafka_dataset") is None:
     sys.path.insert(0, os.path.join(ROOT, "python"))
+
+TF216_PYTHON = os.path.join(ROOT, ".venv-tf216", "bin", "python")
+TF216_LIBRARY = os.path.join(ROOT, "target", "tf216", "release", "libkafka_dataset.so")
+TCMALLOC = "/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4"
 
 # librdkafka 2.x tuned for a fast reader (DESIGN.md §5): never pause at queued.min.messages.
 TUNED = {
@@ -39,57 +52,74 @@ TUNED = {
     "fetch.queue.backoff.ms": "0",
     "fetch.wait.max.ms": "100",
 }
+# What tensorflow-io's bundled librdkafka 1.5.0 needs to talk to tansu at all, plus a short
+# broker wait (its best mode here).
+TFIO_CONFIG = [
+    "api.version.request=false",
+    "broker.version.fallback=0.9.0",
+    "fetch.wait.max.ms=10",
+]
 
 
-def produce(servers, topic, partitions, messages, size):
+def produce(servers, topic, partitions, messages, size, rate=None, seconds=None, batch=10000):
+    """Produces `messages` (or, with `rate`, `rate`/s for `seconds`) of `size` bytes with
+    increasing CreateTime timestamps, round-robin over `partitions`, `batch` per record batch."""
     from confluent_kafka import Producer
 
     producer = Producer(
         {
             "bootstrap.servers": servers,
-            "linger.ms": 20,
-            "batch.num.messages": 10000,
+            "linger.ms": 20 if batch > 1 else 0,
+            "batch.num.messages": batch,
             "compression.type": "none",
             "queue.buffering.max.messages": 1000000,
         }
     )
     payload = b"x" * size
     base = 1_700_000_000_000
-    for i in range(messages):
-        while True:
-            try:
-                producer.produce(topic, payload, partition=i % partitions, timestamp=base + i)
-                break
-            except BufferError:
-                producer.poll(0.05)
+    start = time.perf_counter()
+    i = 0
+    while i < messages if rate is None else time.perf_counter() - start < seconds:
+        if rate is not None and i >= rate * (time.perf_counter() - start):
+            producer.poll(0.005)
+            continue
+        try:
+            producer.produce(topic, payload, partition=i % partitions, timestamp=base + i)
+            i += 1
+        except BufferError:
+            producer.poll(0.05)
     remaining = producer.flush(120)
     if remaining:
         raise RuntimeError("%d messages not delivered" % remaining)
+    return i
 
 
-def reader_raw(servers, topic, partitions):
+# --- readers: each runs in its own process and returns (messages, seconds[, extra]) ---------
+
+
+def reader_raw(p):
     exe = os.path.join(ROOT, "target", "release", "examples", "raw_consume")
-    out = subprocess.check_output([exe, servers, topic, str(partitions)], text=True)
+    out = subprocess.check_output([exe, p["servers"], p["topic"], str(p["partitions"])], text=True)
     n, _, seconds, rss = out.split()
     RAW_PEAK_RSS[0] = int(rss)
     return int(n), float(seconds)
 
 
-def reader_confluent(servers, topic, partitions):
+def reader_confluent(p):
     from confluent_kafka import Consumer, TopicPartition
 
     config = {
-        "bootstrap.servers": servers,
+        "bootstrap.servers": p["servers"],
         "group.id": "kd-bench-confluent",
         "enable.auto.commit": False,
         "enable.partition.eof": True,
     }
     config.update(TUNED)
     consumer = Consumer(config)
-    consumer.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
+    consumer.assign([TopicPartition(p["topic"], i, 0) for i in range(p["partitions"])])
     start = time.perf_counter()
     n, ended = 0, 0
-    while ended < partitions:
+    while ended < p["partitions"]:
         for m in consumer.consume(10000, 0.1):
             if m.error() is None:
                 n += 1
@@ -102,36 +132,43 @@ def reader_confluent(servers, topic, partitions):
     return n, seconds
 
 
-def _dataset(servers, topic, native=False):
+def _dataset(p, native=False, **kwargs):
     import kafka_dataset
 
+    kwargs.setdefault("eof", True)
     if native:
         return kafka_dataset.KafkaDataset(
-            [topic], servers=servers, eof=True, timeout=1000, batch_size=1024
+            p.get("entries") or [p["topic"]], servers=p["servers"], batch_size=1024, **kwargs
         )
-    return kafka_dataset.KafkaDataset([topic], servers=servers, eof=True, timeout=1000).batch(1024)
+    return kafka_dataset.KafkaDataset([p["topic"]], servers=p["servers"], **kwargs).batch(1024)
 
 
-def _count_eagerly(ds):
+def _count_eagerly(ds, stop_at=None):
+    """Counts elements of a batched dataset; also returns when the first batch arrived."""
     start = time.perf_counter()
+    first = None
     n = 0
     for batch in ds:
-        n += int(batch.shape[0])
-    return n, time.perf_counter() - start
+        first = first or time.perf_counter()
+        n += int(batch.shape[0]) if hasattr(batch, "shape") else int(batch[0].shape[0])
+        if stop_at is not None and n >= stop_at:
+            break
+    end = time.perf_counter()
+    return n, end - start, {"after_first_s": end - (first or end)}
 
 
-def reader_kd_eager(servers, topic, partitions):
-    return _count_eagerly(_dataset(servers, topic))
+def reader_kd_eager(p):
+    return _count_eagerly(_dataset(p))
 
 
-def reader_kd_native(servers, topic, partitions):
-    return _count_eagerly(_dataset(servers, topic, native=True))
+def reader_kd_native(p):
+    return _count_eagerly(_dataset(p, native=True))
 
 
-def reader_kd_graph(servers, topic, partitions):
+def reader_kd_graph(p):
     import tensorflow as tf
 
-    ds = _dataset(servers, topic)
+    ds = _dataset(p)
 
     @tf.function
     def count():
@@ -142,131 +179,456 @@ def reader_kd_graph(servers, topic, partitions):
     return n, time.perf_counter() - start
 
 
+def reader_kd_idle(p):
+    """Native batches over explicit entries, eof=False: stops after `messages`."""
+    return _count_eagerly(_dataset(p, native=True, eof=False, timeout=1000), p["messages"])
+
+
+def reader_tfio_range(p):
+    import tensorflow_io as tfio
+
+    ds = tfio.IODataset.from_kafka(
+        p["topic"],
+        partition=0,
+        start=0,
+        stop=p["messages"],
+        servers=p["servers"],
+        configuration=TFIO_CONFIG,
+    ).batch(1024)
+    return _count_eagerly(ds)
+
+
+def reader_tfio_group(p):
+    import tensorflow_io as tfio
+    from confluent_kafka import Consumer, TopicPartition
+
+    # tensorflow-io's group dataset starts at the committed offsets: commit the log start.
+    group = "kd-bench-tfio-%d-%d" % (os.getpid(), time.time_ns())
+    c = Consumer({"bootstrap.servers": p["servers"], "group.id": group})
+    c.commit(
+        offsets=[TopicPartition(p["topic"], i, 0) for i in range(p["partitions"])],
+        asynchronous=False,
+    )
+    c.close()
+    ds = tfio.experimental.streaming.KafkaGroupIODataset(
+        topics=[p["topic"]],
+        group_id=group,
+        servers=p["servers"],
+        stream_timeout=0,
+        message_poll_timeout=5000,
+        configuration=TFIO_CONFIG + ["session.timeout.ms=7000", "max.poll.interval.ms=8000"],
+    ).batch(1024)
+    return _count_eagerly(ds)
+
+
+def reader_memory(p):
+    """64 partitions read 10x slower than produced, eof=False; samples RSS every 100 ms.
+    Returns the peak RSS above the process before the iterator existed."""
+    ds = _dataset(p, native=True, eof=False, timeout=1000, config_global=p.get("config", []))
+    baseline = _rss_kib()
+    peak = [baseline]
+    done = threading.Event()
+
+    def sample():
+        while not done.wait(0.1):
+            peak[0] = max(peak[0], _rss_kib())
+
+    threading.Thread(target=sample, daemon=True).start()
+    start = time.perf_counter()
+    n = 0
+    for batch in ds:
+        n += int(batch.shape[0])
+        # Throttle to `rate` messages per second.
+        ahead = n / p["rate"] - (time.perf_counter() - start)
+        if ahead > 0:
+            time.sleep(ahead)
+        if time.perf_counter() - start >= p["seconds"]:
+            break
+    done.set()
+    peak[0] = max(peak[0], _rss_kib())
+    return n, time.perf_counter() - start, {"baseline_kib": baseline, "peak_kib": peak[0]}
+
+
 READERS = {
     "raw-rust": reader_raw,
     "confluent": reader_confluent,
     "kd-eager": reader_kd_eager,
     "kd-graph": reader_kd_graph,
     "kd-native": reader_kd_native,
+    "kd-idle": reader_kd_idle,
+    "tfio-range": reader_tfio_range,
+    "tfio-group": reader_tfio_group,
+    "memory": reader_memory,
 }
 
 
-def child(mode, servers, topic, partitions):
-    """Runs one reader in this process; prints `messages seconds cpu_seconds max_rss_kib`."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    if mode.startswith("kd-"):
-        import kafka_dataset  # imports TensorFlow: not part of the measurement
-
-        kafka_dataset.load_library()
-    before = resource.getrusage(resource.RUSAGE_SELF)
-    n, seconds = READERS[mode](servers, topic, partitions)
-    after = resource.getrusage(resource.RUSAGE_SELF)
-    children = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    cpu += children.ru_utime + children.ru_stime
-    rss = _peak_rss_kib() if mode != "raw-rust" else RAW_PEAK_RSS[0]
-    print("RESULT %d %.6f %.6f %d" % (n, seconds, cpu, rss))
-
-
-def _peak_rss_kib(status="/proc/self/status"):
-    """VmHWM: peak RSS of this process image (ru_maxrss would include the pre-exec parent)."""
-    with open(status) as f:
-        return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
+def _rss_kib(field="VmRSS:"):
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith(field))
 
 
 RAW_PEAK_RSS = [0]
 
 
-def measure(mode, servers, topic, partitions):
-    out = subprocess.check_output(
-        [
-            sys.executable,
-            os.path.abspath(__file__),
-            "--child",
-            mode,
-            servers,
-            topic,
-            str(partitions),
-        ],
+def child(mode, params):
+    """Runs one reader in this process; prints one `RESULT {json}` line."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    if mode not in ("raw-rust", "confluent"):
+        if not mode.startswith("tfio"):
+            import kafka_dataset  # imports TensorFlow: not part of the measurement
+
+            kafka_dataset.load_library()
+        else:
+            import tensorflow_io  # noqa: F401
+    before = resource.getrusage(resource.RUSAGE_SELF)
+    result = READERS[mode](params)
+    n, seconds = result[:2]
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    cpu += children.ru_utime + children.ru_stime
+    rss = RAW_PEAK_RSS[0] if mode == "raw-rust" else _rss_kib("VmHWM:")
+    out = {"messages": n, "seconds": seconds, "cpu": cpu, "rss_kib": rss}
+    out.update(result[2] if len(result) > 2 else {})
+    print("RESULT " + json.dumps(out), flush=True)
+
+
+# Reader variants: (reader, which TensorFlow, extra environment).
+VARIANTS = {
+    "raw-rust": ("raw-rust", "main", {}),
+    "confluent": ("confluent", "main", {}),
+    "kd-eager": ("kd-eager", "main", {}),
+    "kd-eager+tcmalloc": ("kd-eager", "main", {"LD_PRELOAD": TCMALLOC}),
+    "kd-graph": ("kd-graph", "main", {}),
+    "kd-graph+tcmalloc": ("kd-graph", "main", {"LD_PRELOAD": TCMALLOC}),
+    "kd-native": ("kd-native", "main", {}),
+    "tfio-range": ("tfio-range", "tf216", {}),
+    "tfio-group": ("tfio-group", "tf216", {}),
+    "kd-eager-tf216": ("kd-eager", "tf216", {}),
+    "kd-native-tf216": ("kd-native", "tf216", {}),
+}
+
+
+def measure(variant, params, timeout=600):
+    mode, tf, extra = VARIANTS.get(variant, (variant, "main", {}))
+    env = dict(os.environ, **extra)
+    python = sys.executable
+    if tf == "tf216":
+        python = TF216_PYTHON
+        env["KAFKA_DATASET_LIBRARY"] = TF216_LIBRARY
+        env["PYTHONPATH"] = os.path.join(ROOT, "python")
+    out = subprocess.run(
+        [python, os.path.abspath(__file__), "--child", mode, json.dumps(params)],
+        capture_output=True,
         text=True,
-        stderr=subprocess.DEVNULL,
+        env=env,
+        timeout=timeout,
     )
-    line = [ln for ln in out.splitlines() if ln.startswith("RESULT ")][-1]
-    n, seconds, cpu, rss = line.split()[1:]
-    return int(n), float(seconds), float(cpu), int(rss)
+    lines = [ln for ln in out.stdout.splitlines() if ln.startswith("RESULT ")]
+    if out.returncode != 0 or not lines:
+        raise RuntimeError("%s failed:\n%s" % (variant, out.stderr[-3000:]))
+    return json.loads(lines[-1][len("RESULT ") :])
+
+
+def best_of(runs, variant, params, expect):
+    best = None
+    for _ in range(runs):
+        r = measure(variant, params)
+        if r["messages"] != expect:
+            raise RuntimeError("%s read %d of %d messages" % (variant, r["messages"], expect))
+        if best is None or r["seconds"] < best["seconds"]:
+            best = r
+    return best
+
+
+def throughput_table(title, rows, size, messages, ceiling_of):
+    lines = [
+        "## " + title,
+        "",
+        "| partitions | reader | msg/s | MB/s | client CPU s per M msgs | peak RSS MiB"
+        " | wall ratio | CPU ratio |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        base = ceiling_of(r)
+        rate = messages / r["seconds"]
+        lines.append(
+            "| %d | %s | %.0f | %.1f | %.2f | %d | %.2f | %.2f |"
+            % (
+                r["partitions"],
+                r["reader"],
+                rate,
+                rate * size / 1e6,
+                r["cpu"] * 1e6 / messages,
+                r["rss_kib"] // 1024,
+                base["seconds"] / r["seconds"],
+                r["cpu"] / base["cpu"],
+            )
+        )
+    return lines
+
+
+def log(rows, r):
+    rows.append(r)
+    print(
+        "  %-22s %2dp %9.0f msg/s  cpu %6.2f s  rss %5d MiB"
+        % (
+            r["reader"],
+            r["partitions"],
+            r["messages"] / r["seconds"],
+            r["cpu"],
+            r["rss_kib"] // 1024,
+        ),
+        flush=True,
+    )
 
 
 def main():
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
-        child(*sys.argv[2:5], int(sys.argv[5]))
+        child(sys.argv[2], json.loads(sys.argv[3]))
         return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--messages", type=int, default=1_000_000)
-    parser.add_argument("--size", type=int, default=100)
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--output", default=os.path.join(ROOT, "bench", "results", "latest.md"))
+    parser.add_argument("--quick", action="store_true", help="10x fewer messages, 1 run")
+    parser.add_argument("--only", default="small,large,tfio,idle,memory")
+    parser.add_argument("--output", default=os.path.join(ROOT, "bench", "results", "latest"))
     args = parser.parse_args()
+    scale = 10 if args.quick else 1
+    runs = 1 if args.quick else args.runs
+    only = set(args.only.split(","))
 
     subprocess.check_call(
         ["cargo", "build", "--release", "--quiet", "--example", "raw_consume"], cwd=ROOT
     )
     from kafka_dataset import testing as kt
 
-    rows = []
+    md = [
+        "# kafka-dataset benchmark (tansu 0.6.0 on loopback, best of %d, %s)"
+        % (runs, time.strftime("%Y-%m-%d")),
+        "",
+        "Ratios compare with the ceiling in the same run: wall ratio = ceiling time / reader"
+        " time (higher is faster), CPU ratio = reader CPU / ceiling CPU (lower is cheaper).",
+        "",
+    ]
+    chart = {}
     with kt.broker_from_env_or_start() as broker:
         servers = broker.bootstrap
-        for partitions in (1, 8):
-            topic = kt.unique_name("bench-%dp" % partitions)
+
+        def topic_with(name, partitions, messages, size, batch=10000):
+            topic = kt.unique_name(name)
             kt.create_topic(servers, topic, partitions)
             t = time.perf_counter()
-            produce(servers, topic, partitions, args.messages, args.size)
+            produce(servers, topic, partitions, messages, size, batch=batch)
             print(
-                "produced %d x %d B into %s in %.1f s"
-                % (args.messages, args.size, topic, time.perf_counter() - t),
+                "produced %d x %d B into %s (%d partitions) in %.1f s"
+                % (messages, size, topic, partitions, time.perf_counter() - t),
                 flush=True,
             )
-            for mode in READERS:
-                best = None
-                for _ in range(args.runs):
-                    n, seconds, cpu, rss = measure(mode, servers, topic, partitions)
-                    if n != args.messages:
-                        raise RuntimeError("%s read %d of %d messages" % (mode, n, args.messages))
-                    if best is None or seconds < best[0]:
-                        best = (seconds, cpu, rss)
-                seconds, cpu, rss = best
-                rows.append((partitions, mode, args.messages / seconds, cpu, rss))
-                print(
-                    "%dp %-10s %9.0f msg/s  cpu %.2f s  rss %d MiB"
-                    % (partitions, mode, args.messages / seconds, cpu, rss // 1024),
-                    flush=True,
-                )
+            return topic
 
-    lines = [
-        "# Throughput: %d x %d-byte messages, tansu 0.6.0 on loopback, best of %d"
-        % (args.messages, args.size, args.runs),
-        "",
-        "| partitions | reader | msg/s | MB/s | client CPU s per M msgs | peak RSS MiB"
-        " | wall ratio to raw-rust |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for partitions, mode, rate, cpu, rss in rows:
-        ceiling = next(r[2] for r in rows if r[0] == partitions and r[1] == "raw-rust")
-        lines.append(
-            "| %d | %s | %.0f | %.1f | %.2f | %d | %.2f |"
-            % (
-                partitions,
-                mode,
-                rate,
-                rate * args.size / 1e6,
-                cpu * 1e6 / args.messages,
-                rss // 1024,
-                rate / ceiling,
+        for name, messages, size, variants in (
+            (
+                "small",
+                1_000_000 // scale,
+                100,
+                [
+                    "raw-rust",
+                    "confluent",
+                    "kd-eager",
+                    "kd-eager+tcmalloc",
+                    "kd-graph",
+                    "kd-graph+tcmalloc",
+                    "kd-native",
+                ],
+            ),
+            ("large", 100_000 // scale, 10_000, ["raw-rust", "confluent", "kd-eager", "kd-native"]),
+        ):
+            if name not in only:
+                continue
+            rows = []
+            for partitions in (1, 8):
+                topic = topic_with("bench-%s-%dp" % (name, partitions), partitions, messages, size)
+                params = {"servers": servers, "topic": topic, "partitions": partitions}
+                for v in variants:
+                    r = best_of(runs, v, params, messages)
+                    log(rows, dict(r, reader=v, partitions=partitions))
+            md += throughput_table(
+                "%d x %d-byte messages" % (messages, size),
+                rows,
+                size,
+                messages,
+                lambda r, rows=rows: next(
+                    x
+                    for x in rows
+                    if x["partitions"] == r["partitions"] and x["reader"] == "raw-rust"
+                ),
             )
-        )
+            one = {r["reader"]: r for r in rows if r["partitions"] == 1}
+            md += (
+                [""]
+                + [
+                    "8 partitions (time-ordered merge) vs 1 partition, %s: %.2f"
+                    % (r["reader"], one[r["reader"]]["seconds"] / r["seconds"])
+                    for r in rows
+                    if r["partitions"] == 8 and r["reader"].startswith("kd-")
+                ]
+                + [""]
+            )
+            chart[name] = (messages, size, rows)
+
+        if "tfio" in only:
+            messages = 200_000 // scale
+            # tensorflow-io's range reader fetches from offsets inside record batches, which
+            # tansu 0.6.0 answers with nothing (it then waits forever): one record per batch.
+            topic = topic_with("bench-tfio", 1, messages, 100, batch=1)
+            params = {"servers": servers, "topic": topic, "partitions": 1, "messages": messages}
+            rows = []
+            for v in ("kd-native-tf216", "kd-eager-tf216", "tfio-range", "tfio-group"):
+                r = best_of(runs, v, params, messages)
+                log(rows, dict(r, reader=v, partitions=1))
+            md += throughput_table(
+                "tensorflow-io 0.37.1 vs KafkaDataset, both in TensorFlow 2.16.2: %d x 100 B,"
+                " 1 partition" % messages,
+                rows,
+                100,
+                messages,
+                lambda r, rows=rows: rows[0],
+            )
+            best_tfio = min(r["seconds"] for r in rows if r["reader"].startswith("tfio"))
+            md += [
+                "",
+                "Ceiling here is kd-native-tf216. KafkaDataset .batch(1024) vs tensorflow-io's"
+                " best mode: %.1fx; native batches: %.1fx. tensorflow-io's group mode includes"
+                " its group join and a 5 s poll timeout to notice the end."
+                % (best_tfio / rows[1]["seconds"], best_tfio / rows[0]["seconds"]),
+                "",
+            ]
+            chart["tfio"] = (messages, 100, rows)
+
+        if "idle" in only:
+            messages = 1_000_000 // scale
+            topic = kt.unique_name("bench-idle")
+            kt.create_topic(servers, topic, 5)
+            produce(servers, topic, 4, messages, 100)  # partition 4 stays empty
+            rows = []
+            for label, count in (("4 busy", 4), ("4 busy + 1 idle", 5)):
+                params = {
+                    "servers": servers,
+                    "entries": ["%s:%d:0" % (topic, i) for i in range(count)],
+                    "messages": messages,
+                }
+                r = best_of(runs, "kd-idle", params, messages)
+                log(rows, dict(r, reader=label, partitions=count))
+            busy, idle = rows
+            md += (
+                [
+                    "## One idle partition among 4 busy ones (%d x 100 B, eof=False, timeout=1000)"
+                    % messages,
+                    "",
+                    "| partitions | msg/s (whole run) | msg/s after the first batch"
+                    " | CPU s per M msgs |",
+                    "|---|---|---|---|",
+                ]
+                + [
+                    "| %s | %.0f | %.0f | %.2f |"
+                    % (
+                        r["reader"],
+                        messages / r["seconds"],
+                        messages / r["after_first_s"],
+                        r["cpu"] * 1e6 / messages,
+                    )
+                    for r in rows
+                ]
+                + [
+                    "",
+                    "Ratio with the idle partition: %.2f over the whole run (it includes the one"
+                    " `timeout` wait before the idle partition is first passed over), %.2f after"
+                    " the first batch."
+                    % (
+                        busy["seconds"] / idle["seconds"],
+                        busy["after_first_s"] / idle["after_first_s"],
+                    ),
+                    "",
+                ]
+            )
+
+        if "memory" in only:
+            rate, seconds, size = 20_000, 40 // (2 if args.quick else 1), 1000
+            topic = kt.unique_name("bench-memory")
+            kt.create_topic(servers, topic, 64)
+            md += [
+                "## Memory: 64 partitions, producer %d msg/s x %d B for %d s, consumer"
+                " throttled to %d msg/s" % (rate, size, seconds, rate // 10),
+                "",
+                "| prefetch budget | peak RSS above the idle process, MiB | idle process RSS MiB |",
+                "|---|---|---|",
+            ]
+            for budget in (256, 128):
+                config = ["kafka_dataset.prefetch.budget.mb=%d" % budget]
+                producer = subprocess.Popen(
+                    [
+                        sys.executable,
+                        "-c",
+                        "import sys; sys.path.insert(0, %r); import run; run.produce(%r, %r, 64, 0,"
+                        " %d, rate=%d, seconds=%d)"
+                        % (os.path.dirname(__file__), servers, topic, size, rate, seconds + 5),
+                    ],
+                )
+                params = {
+                    "servers": servers,
+                    "topic": topic,
+                    "config": config,
+                    "rate": rate // 10,
+                    "seconds": seconds,
+                }
+                r = measure("memory", params)
+                producer.wait()
+                over = (r["peak_kib"] - r["baseline_kib"]) // 1024
+                print("  budget %d MiB: peak %d MiB above idle" % (budget, over), flush=True)
+                md.append("| %d MiB | %d | %d |" % (budget, over, r["baseline_kib"] // 1024))
+                topic = kt.unique_name("bench-memory")
+                kt.create_topic(servers, topic, 64)
+            md.append("")
+
     os.makedirs(os.path.dirname(args.output), exist_ok=True)
-    with open(args.output, "w") as f:
-        f.write("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    with open(args.output + ".md", "w") as f:
+        f.write("\n".join(md) + "\n")
+    print("\n".join(md))
+    draw(chart, args.output + ".png")
+
+
+def draw(chart, path):
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib is not installed: no chart (bench/run.sh installs it)")
+        return
+    panels = [k for k in ("small", "large", "tfio") if k in chart]
+    fig, axes = plt.subplots(len(panels), 2, figsize=(12, 3.6 * len(panels)), squeeze=False)
+    for row, key in zip(axes, panels):
+        messages, size, rows = chart[key]
+        labels = ["%s %dp" % (r["reader"], r["partitions"]) for r in rows]
+        rates = [messages / r["seconds"] / 1e3 for r in rows]
+        cpu = [r["cpu"] * 1e6 / messages for r in rows]
+        colors = ["#888" if not r["reader"].startswith("kd") else "#2a7" for r in rows]
+        row[0].barh(labels, rates, color=colors)
+        row[0].set_xlabel("thousand msg/s (wall)")
+        row[0].set_title("%d x %d B: throughput" % (messages, size))
+        row[1].barh(labels, cpu, color=colors)
+        row[1].set_xlabel("client CPU µs per message")
+        row[1].set_title("%d x %d B: CPU per message" % (messages, size))
+        if key == "tfio":
+            row[0].set_xscale("log")
+            row[1].set_xscale("log")
+        for ax in row:
+            ax.invert_yaxis()
+            ax.tick_params(axis="y", labelsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    print("chart:", path)
 
 
 if __name__ == "__main__":

@@ -47,7 +47,21 @@ pub struct Settings {
     pub global: Vec<Property>,
     /// User topic properties, in order.
     pub topic: Vec<Property>,
+    /// Memory librdkafka may use for prefetched messages, over all partitions, in MiB
+    /// ([`PREFETCH_BUDGET_KEY`]).
+    pub prefetch_budget_mb: u64,
 }
+
+/// The library's own `config_global` key: MiB of prefetched messages per dataset iterator,
+/// split across its partitions (librdkafka's queue limits apply per partition queue).
+pub const PREFETCH_BUDGET_KEY: &str = "kafka_dataset.prefetch.budget.mb";
+
+/// Default [`PREFETCH_BUDGET_KEY`].
+pub const DEFAULT_PREFETCH_BUDGET_MB: u64 = 256;
+
+/// What one queued message is assumed to cost librdkafka beyond its bytes (its op and message
+/// structs), so that small messages are bounded by count as large ones are by bytes.
+const QUEUED_MESSAGE_COST: u64 = 1024;
 
 /// Whether a property's value must never be shown (passwords, secrets, key material, tokens).
 pub fn is_secret_key(key: &str) -> bool {
@@ -161,6 +175,18 @@ fn parse_property(scope: Scope, index: usize, item: &str) -> Result<Property> {
             at()
         )));
     }
+    if key == PREFETCH_BUDGET_KEY {
+        parse_budget(value).ok_or_else(|| {
+            Error::invalid(format!(
+                "{} \"{key}\": invalid value \"{value}\": expected MiB as an integer in 1..=1048576",
+                at()
+            ))
+        })?;
+        return Ok(Property {
+            key: key.to_string(),
+            value: value.to_string(),
+        });
+    }
     let bad_char = || Error::invalid(format!("{} \"{key}\": contains a NUL byte", at()));
     let c_key = CString::new(key).map_err(|_| bad_char())?;
     let c_value = CString::new(value).map_err(|_| bad_char())?;
@@ -203,6 +229,14 @@ fn parse_property(scope: Scope, index: usize, item: &str) -> Result<Property> {
     }
 }
 
+fn parse_budget(value: &str) -> Option<u64> {
+    value
+        .trim()
+        .parse::<u64>()
+        .ok()
+        .filter(|mb| (1..=1 << 20).contains(mb))
+}
+
 /// Parses and validates a `Key=Value` list (split at the first `=`).
 pub fn parse_properties(scope: Scope, items: &[String]) -> Result<Vec<Property>> {
     items
@@ -222,7 +256,14 @@ impl Settings {
                 "servers is empty: give host:port[,host:port...]",
             ));
         }
-        let global = parse_properties(Scope::Global, global)?;
+        let mut global = parse_properties(Scope::Global, global)?;
+        let prefetch_budget_mb = global
+            .iter()
+            .rev()
+            .find(|p| p.key == PREFETCH_BUDGET_KEY)
+            .and_then(|p| parse_budget(&p.value))
+            .unwrap_or(DEFAULT_PREFETCH_BUDGET_MB);
+        global.retain(|p| p.key != PREFETCH_BUDGET_KEY);
         // The group argument wins; without it, a group.id among the properties is the group.
         let group = match group {
             "" => global
@@ -237,6 +278,7 @@ impl Settings {
             group: group.to_string(),
             global,
             topic: parse_properties(Scope::Topic, topic)?,
+            prefetch_budget_mb,
         })
     }
 
@@ -255,9 +297,19 @@ impl Settings {
         // End of partition (eof and the idle rule) is only seen when a fetch returns empty-handed:
         // a short broker wait makes that prompt.
         config.set("fetch.wait.max.ms", "100");
-        // With one queue per partition these limits apply per partition: split a 256 MiB budget.
-        let per_partition_kb = (256 * 1024 / streams.max(1)).clamp(1024, 65536);
-        config.set("queued.max.messages.kbytes", per_partition_kb.to_string());
+        // The prefetch budget: half for queued messages (measured: RSS grows ~1.3x the queued
+        // bytes, with their fetch buffers and bookkeeping), a quarter for fetch responses in
+        // flight (bench/run.py, memory). With one queue per partition librdkafka's limits
+        // apply per partition: split them, in bytes and (for small messages) in count.
+        let budget = self.prefetch_budget_mb * (1 << 20);
+        let queued = budget / 2 / streams.max(1) as u64;
+        let kbytes = (queued / 1024).clamp(1, 2_097_151);
+        let messages = (queued / QUEUED_MESSAGE_COST).clamp(1, 10_000_000);
+        // librdkafka raises receive.message.max.bytes to match by itself.
+        let in_flight = (budget / 4).clamp(1_000_000, 52_428_800);
+        config.set("fetch.max.bytes", in_flight.to_string());
+        config.set("queued.max.messages.kbytes", kbytes.to_string());
+        config.set("queued.min.messages", messages.to_string());
         for p in self.global.iter().chain(&self.topic) {
             config.set(&p.key, resolve_reference(&p.key, &p.value)?);
         }
@@ -383,5 +435,51 @@ mod tests {
         );
         let e = resolve_reference("sasl.password", "${env:KD_TEST_MISSING}").unwrap_err();
         assert!(e.message.contains("KD_TEST_MISSING") && e.message.contains("sasl.password"));
+    }
+
+    #[test]
+    fn prefetch_budget_splits_across_partitions_and_is_checked() {
+        let get = |c: &ClientConfig, k: &str| c.get(k).map(str::to_string);
+        let default = Settings::new("h:1", "", &[], &[]).unwrap();
+        assert_eq!(default.prefetch_budget_mb, DEFAULT_PREFETCH_BUDGET_MB);
+        let c = default.client_config(64, true).unwrap();
+        assert_eq!(
+            get(&c, "queued.max.messages.kbytes").as_deref(),
+            Some("2048")
+        );
+        assert_eq!(get(&c, "queued.min.messages").as_deref(), Some("2048"));
+        assert_eq!(get(&c, "fetch.max.bytes").as_deref(), Some("52428800"));
+
+        let small = Settings::new(
+            "h:1",
+            "",
+            &items(&[&format!("{PREFETCH_BUDGET_KEY}=64")]),
+            &[],
+        )
+        .unwrap();
+        assert_eq!(small.prefetch_budget_mb, 64);
+        // Our key never reaches librdkafka, and the user's own limits still win.
+        assert!(small.global.is_empty());
+        let c = small.client_config(2, true).unwrap();
+        assert_eq!(
+            get(&c, "queued.max.messages.kbytes").as_deref(),
+            Some("16384")
+        );
+        assert_eq!(get(&c, "fetch.max.bytes").as_deref(), Some("16777216"));
+        assert_eq!(get(&c, PREFETCH_BUDGET_KEY), None);
+        let own = Settings::new("h:1", "", &items(&["queued.min.messages=7"]), &[]).unwrap();
+        let c = own.client_config(2, true).unwrap();
+        assert_eq!(get(&c, "queued.min.messages").as_deref(), Some("7"));
+
+        for bad in ["0", "-1", "lots", "", "1048577"] {
+            let e = Settings::new(
+                "h:1",
+                "",
+                &items(&[&format!("{PREFETCH_BUDGET_KEY}={bad}")]),
+                &[],
+            )
+            .unwrap_err();
+            assert!(e.message.contains(PREFETCH_BUDGET_KEY), "{e}");
+        }
     }
 }

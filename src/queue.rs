@@ -13,9 +13,9 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::types::RDKafkaErrorCode;
 
 /// Most messages taken from a partition queue in one call. Taken messages stay in librdkafka's
-/// fetch buffers (nothing is copied), so this bounds only how far a stream reads ahead of the
-/// merge: 256 × 64 partitions is 16k message handles.
-pub const POLL_BATCH: usize = 256;
+/// fetch buffers (nothing is copied) but leave its queue accounting, so this is how far a
+/// stream may hold messages beyond the prefetch budget.
+pub const POLL_BATCH: usize = 64;
 
 /// Something to call when a queue becomes non-empty (librdkafka calls it from its threads).
 pub trait Notify: Send + Sync {
