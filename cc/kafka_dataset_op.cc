@@ -195,15 +195,28 @@ class KafkaDatasetOp : public DatasetOpKernel {
   static constexpr const char* const kConfigTopic = "config_topic";
   static constexpr const char* const kMessageKey = "message_key";
   static constexpr const char* const kBatchSize = "batch_size";
+  static constexpr const char* const kNumWorkers = "num_workers";
+  static constexpr const char* const kWorkerIndex = "worker_index";
+
+  // The op's attributes: the keyword-only extensions beyond DeepRec's inputs.
+  struct Attrs {
+    bool message_key = false;
+    int64_t batch_size = 0;
+    int64_t num_workers = 1;
+    int64_t worker_index = 0;
+  };
 
   explicit KafkaDatasetOp(OpKernelConstruction* ctx) : DatasetOpKernel(ctx) {
-    OP_REQUIRES_OK(ctx, ctx->GetAttr(kMessageKey, &message_key_));
-    OP_REQUIRES_OK(ctx, ctx->GetAttr(kBatchSize, &batch_size_));
-    OP_REQUIRES(ctx, batch_size_ >= 0,
+    OP_REQUIRES_OK(ctx, ctx->GetAttr(kMessageKey, &attrs_.message_key));
+    OP_REQUIRES_OK(ctx, ctx->GetAttr(kBatchSize, &attrs_.batch_size));
+    OP_REQUIRES_OK(ctx, ctx->GetAttr(kNumWorkers, &attrs_.num_workers));
+    OP_REQUIRES_OK(ctx, ctx->GetAttr(kWorkerIndex, &attrs_.worker_index));
+    OP_REQUIRES(ctx, attrs_.batch_size >= 0,
                 absl::InvalidArgumentError(absl::StrCat(
                     "batch_size must be >= 0 (0 = one message per element), "
                     "got ",
-                    batch_size_)));
+                    attrs_.batch_size)));
+    // num_workers / worker_index are checked by the core (one place).
   }
 
  protected:
@@ -212,8 +225,7 @@ class KafkaDatasetOp : public DatasetOpKernel {
  private:
   class Dataset;
 
-  bool message_key_ = false;
-  int64_t batch_size_ = 0;
+  Attrs attrs_;
 };
 
 class KafkaDatasetOp::Dataset : public DatasetBase {
@@ -221,8 +233,7 @@ class KafkaDatasetOp::Dataset : public DatasetBase {
   Dataset(OpKernelContext* ctx, DatasetHandle handle,
           std::vector<tstring> topics, tstring servers, tstring group, bool eof,
           int64_t timeout_ms, std::vector<tstring> config_global,
-          std::vector<tstring> config_topic, bool message_key,
-          int64_t batch_size)
+          std::vector<tstring> config_topic, Attrs attrs)
       : DatasetBase(DatasetContext(ctx)),
         handle_(std::move(handle)),
         topics_(std::move(topics)),
@@ -232,13 +243,13 @@ class KafkaDatasetOp::Dataset : public DatasetBase {
         timeout_ms_(timeout_ms),
         config_global_(std::move(config_global)),
         config_topic_(std::move(config_topic)),
-        message_key_(message_key),
-        batch_size_(batch_size),
-        dtypes_(message_key ? DataTypeVector{DT_STRING, DT_STRING}
-                            : DataTypeVector{DT_STRING}),
+        attrs_(attrs),
+        dtypes_(attrs.message_key ? DataTypeVector{DT_STRING, DT_STRING}
+                                  : DataTypeVector{DT_STRING}),
         // Native batches are 1-D with 1..batch_size elements.
-        shapes_(message_key ? 2 : 1, batch_size > 0 ? PartialTensorShape({-1})
-                                                    : PartialTensorShape({})) {}
+        shapes_(attrs.message_key ? 2 : 1, attrs.batch_size > 0
+                                               ? PartialTensorShape({-1})
+                                               : PartialTensorShape({})) {}
 
   std::unique_ptr<IteratorBase> MakeIteratorInternal(
       const std::string& prefix) const override {
@@ -293,14 +304,22 @@ class KafkaDatasetOp::Dataset : public DatasetBase {
     TF_RETURN_IF_ERROR(b->AddVector(config_topic_, &config_topic));
 
     AttrValue message_key;
-    b->BuildAttrValue(message_key_, &message_key);
+    b->BuildAttrValue(attrs_.message_key, &message_key);
     AttrValue batch_size;
-    b->BuildAttrValue(batch_size_, &batch_size);
+    b->BuildAttrValue(attrs_.batch_size, &batch_size);
+    AttrValue num_workers;
+    b->BuildAttrValue(attrs_.num_workers, &num_workers);
+    AttrValue worker_index;
+    b->BuildAttrValue(attrs_.worker_index, &worker_index);
 
     return b->AddDataset(
         this,
         {topics, servers, group, eof, timeout, config_global, config_topic},
-        {{kMessageKey, message_key}, {kBatchSize, batch_size}}, output);
+        {{kMessageKey, message_key},
+         {kBatchSize, batch_size},
+         {kNumWorkers, num_workers},
+         {kWorkerIndex, worker_index}},
+        output);
   }
 
  private:
@@ -420,7 +439,7 @@ class KafkaDatasetOp::Dataset : public DatasetBase {
                                  bool* end_of_sequence, bool* done)
         TF_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
       TF_RETURN_IF_ERROR(EnsureReaderLocked());
-      if (dataset()->batch_size_ > 0) {
+      if (dataset()->attrs_.batch_size > 0) {
         return NextBatchSliceLocked(ctx, out_tensors, end_of_sequence, done);
       }
       kd_next_status status = KD_NEXT_PENDING;
@@ -431,9 +450,9 @@ class KafkaDatasetOp::Dataset : public DatasetBase {
         case KD_NEXT_ELEMENT: {
           // `view` borrows from the reader until its next call: copy it out
           // while the lock is still held.
-          out_tensors->reserve(dataset()->message_key_ ? 2 : 1);
+          out_tensors->reserve(dataset()->attrs_.message_key ? 2 : 1);
           AppendString(ctx, view.value, out_tensors);
-          if (dataset()->message_key_) {
+          if (dataset()->attrs_.message_key) {
             AppendString(ctx, view.key, out_tensors);
           }
           static monitoring::CounterCell* bytes_counter =
@@ -467,14 +486,14 @@ class KafkaDatasetOp::Dataset : public DatasetBase {
       kd_next_status status = KD_NEXT_PENDING;
       size_t count = 0;
       TF_RETURN_IF_ERROR(ToStatus(kd_reader_next_batch(
-          reader_.get(), static_cast<size_t>(dataset()->batch_size_),
+          reader_.get(), static_cast<size_t>(dataset()->attrs_.batch_size),
           kNextSliceMs, &status, &count)));
       if (status != KD_NEXT_ELEMENT) {
         *end_of_sequence = status == KD_NEXT_END;
         *done = status == KD_NEXT_END;
         return absl::OkStatus();
       }
-      const bool with_key = dataset()->message_key_;
+      const bool with_key = dataset()->attrs_.message_key;
       Tensor values(ctx->allocator({}), DT_STRING,
                     TensorShape({static_cast<int64_t>(count)}));
       Tensor keys(ctx->allocator({}), DT_STRING,
@@ -538,8 +557,7 @@ class KafkaDatasetOp::Dataset : public DatasetBase {
   const int64_t timeout_ms_;
   const std::vector<tstring> config_global_;
   const std::vector<tstring> config_topic_;
-  const bool message_key_;
-  const int64_t batch_size_;
+  const Attrs attrs_;
   const DataTypeVector dtypes_;
   const std::vector<PartialTensorShape> shapes_;
 };
@@ -576,6 +594,8 @@ void KafkaDatasetOp::MakeDataset(OpKernelContext* ctx, DatasetBase** output) {
   options.config_global_len = config_global_views.size();
   options.config_topic = ArrayOrEmpty(config_topic_views);
   options.config_topic_len = config_topic_views.size();
+  options.num_workers = attrs_.num_workers;
+  options.worker_index = attrs_.worker_index;
 
   kd_dataset* raw = nullptr;
   OP_REQUIRES_OK(ctx, ToStatus(kd_dataset_new(&options, &raw)));
@@ -584,7 +604,7 @@ void KafkaDatasetOp::MakeDataset(OpKernelContext* ctx, DatasetBase** output) {
   *output =
       new Dataset(ctx, std::move(handle), std::move(topics), std::move(servers),
                   std::move(group), eof, timeout_ms, std::move(config_global),
-                  std::move(config_topic), message_key_, batch_size_);
+                  std::move(config_topic), attrs_);
 }
 
 namespace {
@@ -602,6 +622,11 @@ REGISTER_OP("KdKafkaDataset")
     // > 0: each element is a 1-D batch of up to batch_size messages filled by
     // the core (one copy per message), instead of one scalar per message.
     .Attr("batch_size: int = 0")
+    // Workers splitting the partitions: this dataset reads the partitions at
+    // positions worker_index, worker_index + num_workers, ... of the sorted
+    // (topic, partition) list.
+    .Attr("num_workers: int = 1")
+    .Attr("worker_index: int = 0")
     // A source that reads external, changing data: keep TF from constant
     // folding or deduplicating it (TF's own source datasets do the same).
     .SetIsStateful()

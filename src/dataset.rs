@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use crate::config::Settings;
 use crate::error::{Error, Result};
-use crate::spec::{parse_entries, Entry, Start};
+use crate::spec::{parse_entries, Assignment, Entry, Start};
 
 /// The dataset's inputs, parsed and validated. Immutable and shared by all its iterators.
 #[derive(Clone, Debug)]
@@ -17,6 +17,8 @@ pub struct DatasetSpec {
     pub eof: bool,
     /// Wait slice and idle deadline.
     pub timeout: Duration,
+    /// Which share of the partitions this dataset's iterators read.
+    pub assignment: Assignment,
 }
 
 impl DatasetSpec {
@@ -50,7 +52,13 @@ impl DatasetSpec {
             settings,
             eof,
             timeout: Duration::from_millis(timeout_ms as u64),
+            assignment: Assignment::SOLE,
         })
+    }
+
+    /// The same dataset reading only `assignment`'s share of the partitions.
+    pub fn with_assignment(self, assignment: Assignment) -> Self {
+        DatasetSpec { assignment, ..self }
     }
 
     /// Whether any entry starts at the group's committed offset.

@@ -168,6 +168,8 @@ pub struct Reader {
     saved: Vec<u8>,
     /// Reused for every decision (no allocation per element).
     gates: Vec<Gate>,
+    /// Every subscribed partition (sorted), saved with the position.
+    partitions: Vec<(String, i32)>,
     /// The clock as last read by [`Reader::next`]'s slow path.
     clock: Instant,
     /// Fast-path calls since the clock was last read.
@@ -373,7 +375,7 @@ impl Reader {
     /// Connects, resolves the dataset's entries into streams and starts reading at their
     /// start offsets.
     pub fn new(spec: &DatasetSpec) -> Result<Self> {
-        let streams = {
+        let resolved = {
             // Only the `stored` start needs the group (committed offsets); without it the probe
             // closes at once.
             let probe =
@@ -382,10 +384,13 @@ impl Reader {
                 consumer: &probe,
                 deadline: spec.metadata_deadline(),
             };
-            resolve_streams(&spec.entries, &mut cluster)?
+            resolve_streams(&spec.entries, &mut cluster, spec.assignment)?
         };
         let state = State {
-            streams: streams
+            assignment: spec.assignment,
+            partitions: resolved.partitions,
+            streams: resolved
+                .streams
                 .into_iter()
                 .map(|spec| StreamState {
                     next_offset: spec.ranges[0].start,
@@ -400,6 +405,7 @@ impl Reader {
 
     fn start(spec: DatasetSpec, state: State) -> Result<Self> {
         let wake = Arc::new(Wake::default());
+        let partitions = state.partitions;
         let streams: Vec<Stream> = state.streams.into_iter().map(Stream::from_state).collect();
         let stream_count = streams.len();
         let consumer = Arc::new(create_consumer(
@@ -448,6 +454,7 @@ impl Reader {
             late: 0,
             saved: Vec::new(),
             gates: Vec::with_capacity(stream_count),
+            partitions,
             clock: Instant::now(),
             fast_steps: 0,
             commits: (!spec.settings.group.is_empty()).then(|| Commits {
@@ -802,6 +809,8 @@ impl Reader {
             self.commit(false);
         }
         let state = State {
+            assignment: self.spec.assignment,
+            partitions: self.partitions.clone(),
             streams: self
                 .streams
                 .iter()
@@ -821,8 +830,7 @@ impl Reader {
     /// streams are this dataset's.
     pub fn restore(&mut self, bytes: &[u8]) -> Result<()> {
         let state = decode(bytes)?;
-        let saved: Vec<StreamSpec> = state.streams.iter().map(|s| s.spec.clone()).collect();
-        check_identity(&self.spec.entries, &saved)?;
+        check_identity(&self.spec.entries, self.spec.assignment, &state)?;
         let restored = Self::start(self.spec.clone(), state)?;
         // The replaced reader must not commit its older position on the way out.
         self.commits = None;

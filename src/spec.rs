@@ -79,6 +79,70 @@ impl StreamSpec {
     }
 }
 
+/// Which share of the subscribed partitions one reader owns when a job's workers split them:
+/// the partitions, sorted by topic name then partition number, are dealt round-robin, so
+/// position `k` belongs to worker `k % workers`. Every partition has exactly one owner, the
+/// shares differ by at most one partition, and the function depends only on the set of
+/// partitions (not on entry order or on time).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Assignment {
+    /// Number of workers sharing the partitions (>= 1).
+    pub workers: u32,
+    /// This worker's index, `0..workers`.
+    pub index: u32,
+}
+
+impl Assignment {
+    /// One reader owns everything.
+    pub const SOLE: Assignment = Assignment {
+        workers: 1,
+        index: 0,
+    };
+
+    /// Validates `num_workers` / `worker_index`.
+    pub fn new(workers: i64, index: i64) -> Result<Self> {
+        if !(1..=65_536).contains(&workers) {
+            return Err(Error::invalid(format!(
+                "num_workers must be in 1..=65536, got {workers}"
+            )));
+        }
+        if !(0..workers).contains(&index) {
+            return Err(Error::invalid(format!(
+                "worker_index must be in 0..{workers} (num_workers), got {index}"
+            )));
+        }
+        Ok(Assignment {
+            workers: workers as u32,
+            index: index as u32,
+        })
+    }
+
+    /// The partitions of `all` (sorted, unique) that this worker owns.
+    pub fn owned<'a>(
+        &self,
+        all: &'a [(String, i32)],
+    ) -> impl Iterator<Item = &'a (String, i32)> + 'a {
+        let (workers, index) = (self.workers as usize, self.index as usize);
+        all.iter().skip(index).step_by(workers)
+    }
+}
+
+impl std::fmt::Display for Assignment {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "worker {} of {}", self.index, self.workers)
+    }
+}
+
+/// The streams one reader reads, and every partition the entries name (which the assignment
+/// split), sorted.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Resolved {
+    /// This reader's streams, in the order of each partition's first entry.
+    pub streams: Vec<StreamSpec>,
+    /// All subscribed partitions, sorted by topic then partition.
+    pub partitions: Vec<(String, i32)>,
+}
+
 /// Checks a Kafka topic name: 1..=249 characters of `[A-Za-z0-9._-]`, not `.` or `..`.
 pub fn validate_topic(topic: &str) -> std::result::Result<(), String> {
     if topic.is_empty() {
@@ -259,15 +323,19 @@ pub trait Cluster {
     ) -> Result<i64>;
 }
 
-/// Resolves entries into streams: expands the all-partitions form, checks partitions exist,
-/// freezes named starts, and chains the ranges of one partition in offset order. Stream order
-/// is the position of each partition's first entry.
-pub fn resolve_streams(entries: &[Entry], cluster: &mut dyn Cluster) -> Result<Vec<StreamSpec>> {
-    let mut streams: Vec<StreamSpec> = Vec::new();
-    let mut sources: Vec<Vec<String>> = Vec::new(); // entry texts per stream, for errors
+/// Resolves entries into the streams `assignment` owns: expands the all-partitions form,
+/// checks partitions exist, freezes named starts (only of owned partitions: nothing is asked
+/// of the cluster for the others), and chains the ranges of one partition in offset order.
+/// Stream order is the position of each partition's first entry.
+pub fn resolve_streams(
+    entries: &[Entry],
+    cluster: &mut dyn Cluster,
+    assignment: Assignment,
+) -> Result<Resolved> {
+    let mut per_entry: Vec<Vec<i32>> = Vec::with_capacity(entries.len());
     for entry in entries {
         let count = cluster.partition_count(&entry.topic)?;
-        let partitions: Vec<i32> = match entry.partitions {
+        per_entry.push(match entry.partitions {
             Partitions::All => (0..count).collect(),
             Partitions::One(p) if p < count => vec![p],
             Partitions::One(p) => {
@@ -279,8 +347,24 @@ pub fn resolve_streams(entries: &[Entry], cluster: &mut dyn Cluster) -> Result<V
                 ),
                 ))
             }
-        };
-        for partition in partitions {
+        });
+    }
+    let mut partitions: Vec<(String, i32)> = entries
+        .iter()
+        .zip(&per_entry)
+        .flat_map(|(e, ps)| ps.iter().map(|&p| (e.topic.clone(), p)))
+        .collect();
+    partitions.sort();
+    partitions.dedup();
+    let owned: std::collections::HashSet<&(String, i32)> = assignment.owned(&partitions).collect();
+
+    let mut streams: Vec<StreamSpec> = Vec::new();
+    let mut sources: Vec<Vec<String>> = Vec::new(); // entry texts per stream, for errors
+    for (entry, entry_partitions) in entries.iter().zip(&per_entry) {
+        for &partition in entry_partitions {
+            if !owned.contains(&(entry.topic.clone(), partition)) {
+                continue;
+            }
             let start = match entry.start {
                 Start::Offset(o) => o,
                 named => cluster.resolve_start(&entry.topic, partition, named, entry.last)?,
@@ -324,7 +408,10 @@ pub fn resolve_streams(entries: &[Entry], cluster: &mut dyn Cluster) -> Result<V
         }
         stream.ranges = order.iter().map(|&i| stream.ranges[i]).collect();
     }
-    Ok(streams)
+    Ok(Resolved {
+        streams,
+        partitions,
+    })
 }
 
 #[cfg(test)]
@@ -418,7 +505,9 @@ mod tests {
     #[test]
     fn resolves_all_partitions_chains_and_orders_streams() {
         let entries = parse_entries(&strings(&["b:0:5:-1", "a", "b:0:0:4"])).unwrap();
-        let streams = resolve_streams(&entries, &mut FakeCluster).unwrap();
+        let streams = resolve_streams(&entries, &mut FakeCluster, Assignment::SOLE)
+            .unwrap()
+            .streams;
         let names: Vec<String> = streams.iter().map(|s| s.name()).collect();
         assert_eq!(names, ["b:0", "a:0", "a:1", "a:2"]);
         assert_eq!(
@@ -437,25 +526,58 @@ mod tests {
     fn resolution_errors() {
         let e = parse_entries(&strings(&["a:3"])).unwrap();
         assert_eq!(
-            resolve_streams(&e, &mut FakeCluster).unwrap_err().kind,
+            resolve_streams(&e, &mut FakeCluster, Assignment::SOLE)
+                .unwrap_err()
+                .kind,
             ErrorKind::NotFound
         );
         let e = parse_entries(&strings(&["zz:0"])).unwrap();
         assert_eq!(
-            resolve_streams(&e, &mut FakeCluster).unwrap_err().kind,
+            resolve_streams(&e, &mut FakeCluster, Assignment::SOLE)
+                .unwrap_err()
+                .kind,
             ErrorKind::NotFound
         );
         // `end` resolves to 101 on partition 1, beyond last = 10.
         let e = parse_entries(&strings(&["a:1:end:10"])).unwrap();
-        assert!(resolve_streams(&e, &mut FakeCluster)
+        assert!(resolve_streams(&e, &mut FakeCluster, Assignment::SOLE)
             .unwrap_err()
             .message
             .contains("below the resolved start"));
         // Named start resolves into an earlier open range.
         let e = parse_entries(&strings(&["a:0:0:-1", "a:0:@5"])).unwrap();
-        assert!(resolve_streams(&e, &mut FakeCluster)
+        assert!(resolve_streams(&e, &mut FakeCluster, Assignment::SOLE)
             .unwrap_err()
             .message
             .contains("overlap"));
+    }
+
+    #[test]
+    fn assignment_deals_sorted_partitions_round_robin() {
+        // Entry order does not matter: b:0 sorts after a:0..a:2.
+        let entries = parse_entries(&strings(&["b:0", "a"])).unwrap();
+        let mut owned = Vec::new();
+        for index in 0..2 {
+            let a = Assignment::new(2, index).unwrap();
+            let r = resolve_streams(&entries, &mut FakeCluster, a).unwrap();
+            assert_eq!(
+                r.partitions,
+                [
+                    ("a".to_string(), 0),
+                    ("a".to_string(), 1),
+                    ("a".to_string(), 2),
+                    ("b".to_string(), 0)
+                ]
+            );
+            owned.push(r.streams.iter().map(|s| s.name()).collect::<Vec<_>>());
+        }
+        assert_eq!(owned, [vec!["a:0", "a:2"], vec!["b:0", "a:1"]]);
+        // More workers than partitions: the last ones own nothing.
+        let r = resolve_streams(&entries, &mut FakeCluster, Assignment::new(5, 4).unwrap());
+        assert!(r.unwrap().streams.is_empty());
+        for (workers, index) in [(0, 0), (2, 2), (2, -1), (65_537, 0)] {
+            let e = Assignment::new(workers, index).unwrap_err();
+            assert_eq!(e.kind, ErrorKind::InvalidArgument);
+        }
     }
 }

@@ -2,11 +2,12 @@
 //! position (DESIGN.md §2.5), and the identity check run before a restore.
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::spec::{resolve_streams, Cluster, Entry, Range, Start, StreamSpec};
+use crate::spec::{resolve_streams, Assignment, Cluster, Entry, Range, Start, StreamSpec};
 
 const MAGIC: &[u8; 4] = b"KDST";
-/// Current format version.
-pub const FORMAT_VERSION: u16 = 1;
+/// Current format version. Version 2 added the worker assignment and the subscribed
+/// partitions; version 1 states (one reader owning everything) still decode.
+pub const FORMAT_VERSION: u16 = 2;
 
 /// The saved position of one stream.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -24,7 +25,11 @@ pub struct StreamState {
 /// The saved position of a reader.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct State {
-    /// One entry per stream, in stream order.
+    /// Which share of the partitions the reader owned.
+    pub assignment: Assignment,
+    /// Every partition the entries named (sorted), which the assignment split.
+    pub partitions: Vec<(String, i32)>,
+    /// One entry per owned stream, in stream order.
     pub streams: Vec<StreamState>,
 }
 
@@ -44,6 +49,14 @@ pub fn encode(state: &State) -> Vec<u8> {
     let mut out = Vec::with_capacity(16 + state.streams.len() * 64);
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+    out.extend_from_slice(&state.assignment.workers.to_le_bytes());
+    out.extend_from_slice(&state.assignment.index.to_le_bytes());
+    out.extend_from_slice(&(state.partitions.len() as u32).to_le_bytes());
+    for (topic, partition) in &state.partitions {
+        out.extend_from_slice(&(topic.len() as u32).to_le_bytes());
+        out.extend_from_slice(topic.as_bytes());
+        out.extend_from_slice(&partition.to_le_bytes());
+    }
     out.extend_from_slice(&(state.streams.len() as u32).to_le_bytes());
     for s in &state.streams {
         out.extend_from_slice(&(s.spec.topic.len() as u32).to_le_bytes());
@@ -85,6 +98,12 @@ impl<'a> Cursor<'a> {
     fn i64(&mut self) -> Result<i64> {
         Ok(i64::from_le_bytes(self.take(8)?.try_into().unwrap()))
     }
+    fn topic(&mut self) -> Result<String> {
+        let len = self.u32()? as usize;
+        std::str::from_utf8(self.take(len)?)
+            .map(str::to_string)
+            .map_err(|_| corrupt("topic is not UTF-8"))
+    }
 }
 
 fn corrupt(why: &str) -> Error {
@@ -102,11 +121,11 @@ pub fn decode(bytes: &[u8]) -> Result<State> {
         ));
     }
     let version = u16::from_le_bytes([bytes[4], bytes[5]]);
-    if version != FORMAT_VERSION {
+    if !(1..=FORMAT_VERSION).contains(&version) {
         return Err(Error::new(
             ErrorKind::FailedPrecondition,
             format!(
-                "kafka-dataset checkpoint state has format version {version}; this library reads version {FORMAT_VERSION}"
+                "kafka-dataset checkpoint state has format version {version}; this library reads versions 1 to {FORMAT_VERSION}"
             ),
         ));
     }
@@ -115,13 +134,22 @@ pub fn decode(bytes: &[u8]) -> Result<State> {
         return Err(corrupt("checksum mismatch"));
     }
     let mut c = Cursor { data: &body[6..] };
+    let mut assignment = Assignment::SOLE;
+    let mut partitions = Vec::new();
+    if version >= 2 {
+        let (workers, index) = (c.u32()?, c.u32()?);
+        assignment = Assignment::new(workers.into(), index.into())
+            .map_err(|_| corrupt("bad worker assignment"))?;
+        let n = c.u32()? as usize;
+        partitions.reserve(n.min(1 << 16));
+        for _ in 0..n {
+            partitions.push((c.topic()?, c.i32()?));
+        }
+    }
     let n = c.u32()? as usize;
     let mut streams = Vec::with_capacity(n.min(1 << 16));
     for _ in 0..n {
-        let len = c.u32()? as usize;
-        let topic = std::str::from_utf8(c.take(len)?)
-            .map_err(|_| corrupt("topic is not UTF-8"))?
-            .to_string();
+        let topic = c.topic()?;
         let partition = c.i32()?;
         let nranges = c.u32()? as usize;
         let mut ranges = Vec::with_capacity(nranges.min(1 << 16));
@@ -152,12 +180,26 @@ pub fn decode(bytes: &[u8]) -> Result<State> {
     if !c.data.is_empty() {
         return Err(corrupt("trailing bytes"));
     }
-    Ok(State { streams })
+    if version == 1 {
+        // One reader owned every partition it read.
+        partitions = streams
+            .iter()
+            .map(|s| (s.spec.topic.clone(), s.spec.partition))
+            .collect();
+        partitions.sort();
+        partitions.dedup();
+    }
+    Ok(State {
+        assignment,
+        partitions,
+        streams,
+    })
 }
 
 /// Answers resolution from a checkpoint's frozen streams, so that re-resolving the dataset's
 /// entries must reproduce exactly the saved streams.
 struct Frozen<'a> {
+    partitions: &'a [(String, i32)],
     saved: &'a [StreamSpec],
     numeric_starts: Vec<(String, i32, i64)>,
     used: Vec<(usize, usize)>,
@@ -165,10 +207,10 @@ struct Frozen<'a> {
 
 impl Cluster for Frozen<'_> {
     fn partition_count(&mut self, topic: &str) -> Result<i32> {
-        self.saved
+        self.partitions
             .iter()
-            .filter(|s| s.topic == topic)
-            .map(|s| s.partition + 1)
+            .filter(|(t, _)| t == topic)
+            .map(|(_, p)| p + 1)
             .max()
             .ok_or_else(|| {
                 Error::new(
@@ -219,9 +261,21 @@ fn describe(streams: &[StreamSpec]) -> String {
         .join(" ")
 }
 
-/// Checks that `saved` streams are what `entries` resolve to (same topics, partitions, order
-/// and ranges), naming the first difference.
-pub fn check_identity(entries: &[Entry], saved: &[StreamSpec]) -> Result<()> {
+/// Checks that `state` was saved by this worker of this dataset: the same assignment, and
+/// streams that `entries` resolve to (same topics, partitions, order and ranges), naming the
+/// first difference.
+pub fn check_identity(entries: &[Entry], assignment: Assignment, state: &State) -> Result<()> {
+    if state.assignment != assignment {
+        return Err(Error::new(
+            ErrorKind::FailedPrecondition,
+            format!(
+                "checkpoint does not match the dataset: it was saved by {}, this dataset is {} (partitions are split by worker count; restore each worker from its own checkpoint with the same num_workers)",
+                state.assignment, assignment
+            ),
+        ));
+    }
+    let saved: Vec<StreamSpec> = state.streams.iter().map(|s| s.spec.clone()).collect();
+    let saved = &saved[..];
     let numeric_starts = entries
         .iter()
         .filter_map(|e| match (e.partitions, e.start) {
@@ -230,6 +284,7 @@ pub fn check_identity(entries: &[Entry], saved: &[StreamSpec]) -> Result<()> {
         })
         .collect();
     let mut frozen = Frozen {
+        partitions: &state.partitions,
         saved,
         numeric_starts,
         used: Vec::new(),
@@ -241,7 +296,7 @@ pub fn check_identity(entries: &[Entry], saved: &[StreamSpec]) -> Result<()> {
             .collect::<Vec<_>>()
             .join(" ")
     };
-    let expected = resolve_streams(entries, &mut frozen).map_err(|e| {
+    let resolved = resolve_streams(entries, &mut frozen, assignment).map_err(|e| {
         // "Partition does not exist" would speak of the checkpoint's partitions, not the
         // topic's: leave such details out.
         let detail = match e.kind {
@@ -257,6 +312,30 @@ pub fn check_identity(entries: &[Entry], saved: &[StreamSpec]) -> Result<()> {
             ),
         )
     })?;
+    if resolved.partitions != state.partitions {
+        let only = |a: &[(String, i32)], b: &[(String, i32)]| {
+            let names: Vec<String> = a
+                .iter()
+                .filter(|p| !b.contains(p))
+                .map(|(t, p)| format!("{t}:{p}"))
+                .collect();
+            if names.is_empty() {
+                "none".to_string()
+            } else {
+                names.join(" ")
+            }
+        };
+        return Err(Error::new(
+            ErrorKind::FailedPrecondition,
+            format!(
+                "checkpoint does not match the dataset: partitions only in the checkpoint: {}; only in the dataset's entries ({}): {}",
+                only(&state.partitions, &resolved.partitions),
+                entry_list(),
+                only(&resolved.partitions, &state.partitions)
+            ),
+        ));
+    }
+    let expected = resolved.streams;
     if expected.len() != saved.len() {
         return Err(Error::new(
             ErrorKind::FailedPrecondition,
@@ -300,8 +379,36 @@ mod tests {
         }
     }
 
+    /// A state of one reader owning `streams` (a version 1 state decodes to this).
+    fn sole(streams: Vec<StreamSpec>) -> State {
+        let mut partitions: Vec<(String, i32)> = streams
+            .iter()
+            .map(|s| (s.topic.clone(), s.partition))
+            .collect();
+        partitions.sort();
+        partitions.dedup();
+        State {
+            assignment: Assignment::SOLE,
+            partitions,
+            streams: streams
+                .into_iter()
+                .map(|spec| StreamState {
+                    next_offset: spec.ranges.first().map_or(0, |r| r.start),
+                    spec,
+                    finished: false,
+                    partition_time: -1,
+                })
+                .collect(),
+        }
+    }
+
     fn sample() -> State {
         State {
+            assignment: Assignment {
+                workers: 3,
+                index: 1,
+            },
+            partitions: vec![("a".into(), 0), ("a".into(), 1), ("b.x".into(), 2)],
             streams: vec![
                 StreamState {
                     spec: stream("a", 0, &[(0, 4), (5, -1)]),
@@ -322,7 +429,7 @@ mod tests {
     #[test]
     fn round_trips() {
         assert_eq!(decode(&encode(&sample())).unwrap(), sample());
-        let empty = State { streams: vec![] };
+        let empty = sole(vec![]);
         assert_eq!(decode(&encode(&empty)).unwrap(), empty);
     }
 
@@ -343,40 +450,94 @@ mod tests {
     #[test]
     fn rejects_future_versions_by_number() {
         let mut b = encode(&sample());
-        b[4] = 2;
-        assert!(decode(&b).unwrap_err().message.contains("format version 2"));
+        b[4] = 3;
+        assert!(decode(&b).unwrap_err().message.contains("format version 3"));
     }
+
+    #[test]
+    fn decodes_version_1_states() {
+        // Written by version 1 (kafka-dataset before worker assignment): stream a:0 with
+        // ranges 0..4 and 5..-1 at next offset 3, partition time 17.
+        let v1 = V1_SAMPLE
+            .split_whitespace()
+            .map(|h| u8::from_str_radix(h, 16).unwrap())
+            .collect::<Vec<u8>>();
+        let state = decode(&v1).unwrap();
+        assert_eq!(state.assignment, Assignment::SOLE);
+        assert_eq!(state.partitions, [("a".to_string(), 0)]);
+        assert_eq!(state.streams.len(), 1);
+        assert_eq!(state.streams[0].spec, stream("a", 0, &[(0, 4), (5, -1)]));
+        assert_eq!(
+            (
+                state.streams[0].next_offset,
+                state.streams[0].partition_time
+            ),
+            (3, 17)
+        );
+    }
+
+    const V1_SAMPLE: &str = "4b 44 53 54 01 00 01 00 00 00 01 00 00 00 61 00 00 00 00 02 00 00 00 00 00 00 00 00 00 00 00 04 00 00 00 00 00 00 00 05 00 00 00 00 00 00 00 ff ff ff ff ff ff ff ff 03 00 00 00 00 00 00 00 00 11 00 00 00 00 00 00 00 9a 02 0d 25";
 
     #[test]
     fn identity_matches_named_starts_by_their_last_offset() {
         let entries = parse_entries(&["t:0:@500:-1".into(), "t:0:@100:40".into()]).unwrap();
-        let saved = vec![stream("t", 0, &[(3, 40), (50, -1)])];
-        check_identity(&entries, &saved).unwrap();
+        let saved = sole(vec![stream("t", 0, &[(3, 40), (50, -1)])]);
+        check_identity(&entries, Assignment::SOLE, &saved).unwrap();
     }
 
     #[test]
     fn identity_accepts_own_resolution_and_names_differences() {
         let entries =
             parse_entries(&["a:0:0:4".into(), "a:0:5:-1".into(), "b.x:2:end".into()]).unwrap();
-        let saved: Vec<StreamSpec> = sample().streams.into_iter().map(|s| s.spec).collect();
-        check_identity(&entries, &saved).unwrap();
+        let saved = sole(sample().streams.into_iter().map(|s| s.spec).collect());
+        check_identity(&entries, Assignment::SOLE, &saved).unwrap();
         let other =
             parse_entries(&["a:0:0:4".into(), "a:0:5:-1".into(), "b.x:1:end".into()]).unwrap();
-        let e = check_identity(&other, &saved).unwrap_err();
+        let e = check_identity(&other, Assignment::SOLE, &saved).unwrap_err();
         assert_eq!(e.kind, ErrorKind::FailedPrecondition);
         let other =
             parse_entries(&["a:0:0:3".into(), "a:0:5:-1".into(), "b.x:2:end".into()]).unwrap();
-        assert!(check_identity(&other, &saved)
+        assert!(check_identity(&other, Assignment::SOLE, &saved)
             .unwrap_err()
             .message
             .contains("a:0[0..4,5..-1]"));
         let other = parse_entries(&["c:0".into()]).unwrap();
-        assert!(check_identity(&other, &saved)
+        assert!(check_identity(&other, Assignment::SOLE, &saved)
             .unwrap_err()
             .message
             .contains("topic \"c\""));
         let reordered =
             parse_entries(&["b.x:2:end".into(), "a:0:0:4".into(), "a:0:5:-1".into()]).unwrap();
-        assert!(check_identity(&reordered, &saved).is_err());
+        assert!(check_identity(&reordered, Assignment::SOLE, &saved).is_err());
+    }
+
+    #[test]
+    fn identity_refuses_another_assignment() {
+        let entries = parse_entries(&["a".into(), "b".into()]).unwrap();
+        let all = vec![("a".into(), 0), ("a".into(), 1), ("b".into(), 0)];
+        // Worker 1 of 2 owns the second of the sorted partitions: a:1.
+        let state = State {
+            assignment: Assignment {
+                workers: 2,
+                index: 1,
+            },
+            partitions: all.clone(),
+            streams: sole(vec![stream("a", 1, &[(0, -1)])]).streams,
+        };
+        let mine = Assignment::new(2, 1).unwrap();
+        check_identity(&entries, mine, &state).unwrap();
+        for (workers, index) in [(2, 0), (3, 1), (1, 0)] {
+            let e = check_identity(&entries, Assignment::new(workers, index).unwrap(), &state)
+                .unwrap_err();
+            assert_eq!(e.kind, ErrorKind::FailedPrecondition);
+            assert!(
+                e.message.contains("worker 1 of 2")
+                    && e.message.contains(&format!("worker {index} of {workers}")),
+                "{e}"
+            );
+        }
+        // Another subscribed set splits differently.
+        let more = parse_entries(&["a".into(), "b".into(), "c:0".into()]).unwrap();
+        assert!(check_identity(&more, mine, &state).is_err());
     }
 }

@@ -134,8 +134,26 @@ def _flip(state, index):
     return state[:index] + bytes([state[index] ^ 0x10]) + state[index + 1 :]
 
 
+def _stream_count_at(state):
+    """Byte offset of the stream count in a version 2 state: after magic, version, worker
+    count and index, and the list of subscribed partitions (u32 count, then per partition a
+    u32-length topic and an i32 partition)."""
+    pos = 6 + 4 + 4
+    (partitions,) = struct.unpack_from("<I", state, pos)
+    pos += 4
+    for _ in range(partitions):
+        (length,) = struct.unpack_from("<I", state, pos)
+        pos += 4 + length + 4
+    return pos
+
+
 def _set_stream_count(state, count):
-    return seal_state(state[:6] + struct.pack("<I", count) + state[10:-4])
+    at = _stream_count_at(state)
+    return seal_state(state[:at] + struct.pack("<I", count) + state[at + 4 : -4])
+
+
+def _set_assignment(state, workers, index):
+    return seal_state(state[:6] + struct.pack("<II", workers, index) + state[14:-4])
 
 
 # (case id, transform of the saved entries {key: value}, substring the error must contain)
@@ -148,8 +166,19 @@ CORRUPTIONS = [
     ("foreign-bytes", lambda e: dict(e, state=b"not a kafka-dataset state at all"), "corrupted"),
     (
         "future-version",
-        lambda e: dict(e, state=state_with_version(e["state"], 2)),
-        "format version 2",
+        lambda e: dict(e, state=state_with_version(e["state"], 3)),
+        "format version 3",
+    ),
+    ("zero-workers", lambda e: dict(e, state=_set_assignment(e["state"], 0, 0)), "corrupted"),
+    (
+        "index-beyond-workers",
+        lambda e: dict(e, state=_set_assignment(e["state"], 2, 2)),
+        "corrupted",
+    ),
+    (
+        "another-worker",
+        lambda e: dict(e, state=_set_assignment(e["state"], 2, 1)),
+        "saved by worker 1 of 2",
     ),
     (
         "huge-stream-count",
@@ -165,7 +194,7 @@ CORRUPTIONS = [
 def test_unmodified_rewrite_restores(kd, kafka, saved, tmp_path):
     """The rewriting tool itself is faithful, and the CRC helper matches the codec's."""
     state = bytes(kafka_state_entries(saved["path"])["state"])
-    assert state_with_version(state, 1) == state
+    assert state_with_version(state, 2) == state
     path = rewrite_kafka_state(saved["path"], tmp_path / "same", lambda e: e)
     rest = _drain(_restore(kd, kafka.servers, saved["entries"], path))
     assert rest == saved["rest"], first_difference(rest, saved["rest"])
@@ -207,12 +236,12 @@ def test_tf1_saver_rejects_a_future_version(kd, kafka, topics, tmp_path):
         head = r.take(5)
         good = r.save(tmp_path / "tf1" / "good")
     bad = rewrite_kafka_state(
-        good, tmp_path / "tf1" / "bad", lambda e: dict(e, state=state_with_version(e["state"], 2))
+        good, tmp_path / "tf1" / "bad", lambda e: dict(e, state=state_with_version(e["state"], 3))
     )
     with GraphReader(make, saveable=True) as r:
         with pytest.raises(REJECTED) as info:
             r.restore(bad)
-        assert "format version 2" in str(info.value), str(info.value)
+        assert "format version 3" in str(info.value), str(info.value)
     with GraphReader(make, saveable=True) as r:
         rest = r.restore(good).read_to_end()
     assert head + rest == expected, first_difference(head + rest, expected)

@@ -15,6 +15,7 @@ import tensorflow as tf
 
 from kafka_dataset._loader import LibraryError, library_path, load_library
 from kafka_dataset.dataset import KafkaDataset, KafkaDatasetV1, KafkaDatasetV2
+from kafka_dataset.distribute import distributed_dataset, without_auto_shard
 
 __version__ = "0.1.0"
 
@@ -23,8 +24,10 @@ __all__ = [
     "KafkaDatasetV1",
     "KafkaDatasetV2",
     "LibraryError",
+    "distributed_dataset",
     "library_path",
     "load_library",
+    "without_auto_shard",
 ]
 
 

@@ -16,7 +16,8 @@ from kafka_dataset import _loader
 
 # Keyword-only extensions (DESIGN.md §2); each defaults to "off" so the seed constructor keeps
 # its meaning. batch_size=N: each element is a 1-D batch of 1..N messages filled natively.
-EXTENSIONS = frozenset({"batch_size"})
+# num_workers / worker_index: read only this worker's share of the partitions.
+EXTENSIONS = frozenset({"batch_size", "num_workers", "worker_index"})
 
 
 def _check_extensions(extensions):
@@ -27,6 +28,15 @@ def _check_extensions(extensions):
             "version: %s)"
             % (", ".join(repr(k) for k in unknown), ", ".join(sorted(EXTENSIONS)) or "none")
         )
+
+
+def _int_extension(extensions, name, default):
+    value = extensions.get(name, default)
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise TypeError(
+            "KafkaDataset: %s must be an int, got %s %r" % (name, type(value).__name__, value)
+        )
+    return int(value)
 
 
 def _is_tensor(value):
@@ -143,19 +153,20 @@ class KafkaDatasetV2(dataset_ops.DatasetSource):
             `TypeError`. `batch_size=N` (N > 0): each element is a 1-D `tf.string` batch of the
             1..N messages that are ready (the core fills it, one copy per message), instead of
             one scalar per message; positions and checkpoints stay exact per message.
+            `num_workers=N, worker_index=i` (0 <= i < N): read only worker i's share of the
+            partitions the entries name. The partitions, sorted by topic then partition number,
+            are dealt round-robin: position k belongs to worker k % N. Every partition has
+            exactly one owner; checkpoints record the split and restore only into the same
+            (N, i). See `kafka_dataset.distributed_dataset` for `tf.distribute`.
         """
         _check_extensions(extensions)
-        batch_size = extensions.get("batch_size", 0)
-        if isinstance(batch_size, (bool, np.bool_)) or not isinstance(
-            batch_size, (int, np.integer)
-        ):
-            raise TypeError(
-                "KafkaDataset: batch_size must be an int, got %s %r"
-                % (type(batch_size).__name__, batch_size)
-            )
+        batch_size = _int_extension(extensions, "batch_size", 0)
         if batch_size < 0:
             raise ValueError("KafkaDataset: batch_size must be >= 0, got %d" % batch_size)
-        self._batch_size = int(batch_size)
+        self._batch_size = batch_size
+        # Ranges are checked by the core (InvalidArgument naming the value).
+        num_workers = _int_extension(extensions, "num_workers", 1)
+        worker_index = _int_extension(extensions, "worker_index", 0)
         if not isinstance(message_key, (bool, np.bool_)):
             raise TypeError(
                 "KafkaDataset: message_key must be a Python bool, got %s %r"
@@ -183,6 +194,9 @@ class KafkaDatasetV2(dataset_ops.DatasetSource):
         attrs = {"message_key": self._message_key}
         if self._batch_size:
             attrs["batch_size"] = self._batch_size
+        if (num_workers, worker_index) != (1, 0):
+            attrs["num_workers"] = num_workers
+            attrs["worker_index"] = worker_index
         variant_tensor = getattr(ops, _loader.OP_FUNCTION)(
             self._topics,
             self._servers,

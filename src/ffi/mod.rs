@@ -13,7 +13,7 @@ use std::time::Duration;
 use crate::dataset::DatasetSpec;
 use crate::error::{kd_code, Error, ErrorKind};
 use crate::reader::{Message, Next, Reader};
-use crate::spec::StreamSpec;
+use crate::spec::{Assignment, StreamSpec};
 
 /// An owned error: a status code and a message. Free with [`kd_error_free`].
 pub struct kd_error {
@@ -75,6 +75,10 @@ pub struct kd_dataset_options {
     pub config_topic: *const kd_str,
     /// Number of topic properties.
     pub config_topic_len: usize,
+    /// Number of workers splitting the partitions (1 = read them all).
+    pub num_workers: i64,
+    /// This worker, `0..num_workers`.
+    pub worker_index: i64,
 }
 
 /// What [`kd_reader_next`] produced.
@@ -304,7 +308,8 @@ pub unsafe extern "C" fn kd_dataset_new(
                 options.config_topic_len,
                 "config_topic",
             )?,
-        )?;
+        )?
+        .with_assignment(Assignment::new(options.num_workers, options.worker_index)?);
         *out_dataset = Box::into_raw(Box::new(kd_dataset { spec }));
         Ok(())
     })
@@ -598,6 +603,8 @@ mod tests {
             config_global_len: 0,
             config_topic: std::ptr::null(),
             config_topic_len: 0,
+            num_workers: 1,
+            worker_index: 0,
         }
     }
 
