@@ -26,6 +26,8 @@ bench/results/latest.md and bench/results/latest.png.
 """
 
 import argparse
+import concurrent.futures
+import gc
 import importlib.util
 import json
 import os
@@ -136,6 +138,9 @@ def _dataset(p, native=False, **kwargs):
     import kafka_dataset
 
     kwargs.setdefault("eof", True)
+    kwargs.setdefault("config_global", p.get("config"))
+    if "workers" in p:
+        kwargs.update(num_workers=p["workers"], worker_index=p["index"])
     if native:
         return kafka_dataset.KafkaDataset(
             p.get("entries") or [p["topic"]], servers=p["servers"], batch_size=1024, **kwargs
@@ -154,7 +159,9 @@ def _count_eagerly(ds, stop_at=None):
         if stop_at is not None and n >= stop_at:
             break
     end = time.perf_counter()
-    return n, end - start, {"after_first_s": end - (first or end)}
+    # Wall-clock span too, so concurrent workers' runs can be joined into one interval.
+    span = {"began": time.time() - (end - start), "ended": time.time()}
+    return n, end - start, dict(span, after_first_s=end - (first or end))
 
 
 def reader_kd_eager(p):
@@ -224,14 +231,19 @@ def reader_tfio_group(p):
 def reader_memory(p):
     """64 partitions read 10x slower than produced, eof=False; samples RSS every 100 ms.
     Returns the peak RSS above the process before the iterator existed."""
-    ds = _dataset(p, native=True, eof=False, timeout=1000, config_global=p.get("config", []))
+    ds = _dataset(p, native=True, eof=False, timeout=1000)
     baseline = _rss_kib()
     peak = [baseline]
     done = threading.Event()
 
+    series = []
+
     def sample():
         while not done.wait(0.1):
-            peak[0] = max(peak[0], _rss_kib())
+            rss = _rss_kib()
+            peak[0] = max(peak[0], rss)
+            if not series or time.perf_counter() - series[-1][0] >= 5:
+                series.append((time.perf_counter(), rss))
 
     threading.Thread(target=sample, daemon=True).start()
     start = time.perf_counter()
@@ -246,7 +258,13 @@ def reader_memory(p):
             break
     done.set()
     peak[0] = max(peak[0], _rss_kib())
-    return n, time.perf_counter() - start, {"baseline_kib": baseline, "peak_kib": peak[0]}
+    # RSS above the idle process every 5 s: a plateau is a bound, a slope is a leak.
+    growth = [(round(t - start), (rss - baseline) // 1024) for t, rss in series]
+    return (
+        n,
+        time.perf_counter() - start,
+        {"baseline_kib": baseline, "peak_kib": peak[0], "growth_mib": growth},
+    )
 
 
 READERS = {
@@ -280,6 +298,9 @@ def child(mode, params):
             kafka_dataset.load_library()
         else:
             import tensorflow_io  # noqa: F401
+        # TensorFlow's import leaves ~1M Python objects behind; a full collection during an
+        # eager loop then pauses it for seconds (README, Tuning).
+        gc.freeze()
     before = resource.getrusage(resource.RUSAGE_SELF)
     result = READERS[mode](params)
     n, seconds = result[:2]
@@ -341,7 +362,7 @@ def best_of(runs, variant, params, expect):
     return best
 
 
-def throughput_table(title, rows, size, messages, ceiling_of):
+def throughput_table(title, rows, size, ceiling_of):
     lines = [
         "## " + title,
         "",
@@ -351,6 +372,7 @@ def throughput_table(title, rows, size, messages, ceiling_of):
     ]
     for r in rows:
         base = ceiling_of(r)
+        messages = r["messages"]
         rate = messages / r["seconds"]
         lines.append(
             "| %d | %s | %.0f | %.1f | %.2f | %d | %.2f | %.2f |"
@@ -361,8 +383,8 @@ def throughput_table(title, rows, size, messages, ceiling_of):
                 rate * size / 1e6,
                 r["cpu"] * 1e6 / messages,
                 r["rss_kib"] // 1024,
-                base["seconds"] / r["seconds"],
-                r["cpu"] / base["cpu"],
+                rate / (base["messages"] / base["seconds"]),
+                (r["cpu"] / messages) / (base["cpu"] / base["messages"]),
             )
         )
     return lines
@@ -390,7 +412,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="10x fewer messages, 1 run")
-    parser.add_argument("--only", default="small,large,tfio,idle,memory")
+    parser.add_argument("--only", default=",".join(SCENARIOS))
     parser.add_argument("--output", default=os.path.join(ROOT, "bench", "results", "latest"))
     args = parser.parse_args()
     scale = 10 if args.quick else 1
@@ -402,15 +424,19 @@ def main():
     )
     from kafka_dataset import testing as kt
 
-    md = [
-        "# kafka-dataset benchmark (tansu 0.6.0 on loopback, best of %d, %s)"
-        % (runs, time.strftime("%Y-%m-%d")),
-        "",
-        "Ratios compare with the ceiling in the same run: wall ratio = ceiling time / reader"
-        " time (higher is faster), CPU ratio = reader CPU / ceiling CPU (lower is cheaper).",
-        "",
-    ]
-    chart = {}
+    results = os.path.dirname(args.output)
+    os.makedirs(results, exist_ok=True)
+    stamp = "best of %d, %s" % (runs, time.strftime("%Y-%m-%d"))
+
+    def save(name, md, chart_rows=None):
+        """Each scenario keeps its own section (and chart data), so a partial rerun
+        (--only) updates only its part of latest.md."""
+        with open(os.path.join(results, name + ".md"), "w") as f:
+            f.write("\n".join(md + ["", "(%s)" % stamp, ""]))
+        if chart_rows is not None:
+            with open(os.path.join(results, name + ".json"), "w") as f:
+                json.dump(chart_rows, f)
+
     with kt.broker_from_env_or_start() as broker:
         servers = broker.bootstrap
 
@@ -445,6 +471,7 @@ def main():
         ):
             if name not in only:
                 continue
+            md = []
             rows = []
             for partitions in (1, 8):
                 topic = topic_with("bench-%s-%dp" % (name, partitions), partitions, messages, size)
@@ -456,7 +483,6 @@ def main():
                 "%d x %d-byte messages" % (messages, size),
                 rows,
                 size,
-                messages,
                 lambda r, rows=rows: next(
                     x
                     for x in rows
@@ -474,36 +500,74 @@ def main():
                 ]
                 + [""]
             )
-            chart[name] = (messages, size, rows)
+            save(name, md, [messages, size, rows])
 
         if "tfio" in only:
             messages = 200_000 // scale
-            # tensorflow-io's range reader fetches from offsets inside record batches, which
-            # tansu 0.6.0 answers with nothing (it then waits forever): one record per batch.
-            topic = topic_with("bench-tfio", 1, messages, 100, batch=1)
-            params = {"servers": servers, "topic": topic, "partitions": 1, "messages": messages}
-            rows = []
-            for v in ("kd-native-tf216", "kd-eager-tf216", "tfio-range", "tfio-group"):
-                r = best_of(runs, v, params, messages)
-                log(rows, dict(r, reader=v, partitions=1))
-            md += throughput_table(
-                "tensorflow-io 0.37.1 vs KafkaDataset, both in TensorFlow 2.16.2: %d x 100 B,"
-                " 1 partition" % messages,
-                rows,
-                100,
-                messages,
-                lambda r, rows=rows: rows[0],
-            )
-            best_tfio = min(r["seconds"] for r in rows if r["reader"].startswith("tfio"))
-            md += [
+            md = [
+                "## tensorflow-io 0.37.1 vs KafkaDataset, both in TensorFlow 2.16.2 (100 B,"
+                " 1 partition)",
                 "",
-                "Ceiling here is kd-native-tf216. KafkaDataset .batch(1024) vs tensorflow-io's"
-                " best mode: %.1fx; native batches: %.1fx. tensorflow-io's group mode includes"
-                " its group join and a 5 s poll timeout to notice the end."
-                % (best_tfio / rows[1]["seconds"], best_tfio / rows[0]["seconds"]),
+                "tensorflow-io's range reader (`IODataset.from_kafka(...).batch(1024)`) fetches"
+                " from offsets inside record batches, which tansu 0.6.0 answers with nothing (it"
+                " then waits forever), so it runs only on a topic written one record per batch;"
+                " tansu serves such a topic far slower. Its group reader"
+                " (`KafkaGroupIODataset`) runs on both; its time includes the group join and the"
+                " 5 s poll timeout that ends it. The ceiling is raw-rust on the same topic.",
                 "",
             ]
-            chart["tfio"] = (messages, 100, rows)
+            rows = []
+            summary = []
+            for label, batch, messages, variants in (
+                (
+                    "one record per batch",
+                    1,
+                    # tensorflow-io's range reader slows down with the topic's length on
+                    # tansu (seeks into a log of single-record batches): 470 msg/s at 200k.
+                    20_000 // scale,
+                    ["raw-rust", "kd-native-tf216", "kd-eager-tf216", "tfio-range", "tfio-group"],
+                ),
+                (
+                    "batched",
+                    10000,
+                    200_000 // scale,
+                    ["raw-rust", "kd-native-tf216", "kd-eager-tf216", "tfio-group"],
+                ),
+            ):
+                topic = topic_with("bench-tfio", 1, messages, 100, batch=batch)
+                params = {
+                    "servers": servers,
+                    "topic": topic,
+                    "partitions": 1,
+                    "messages": messages,
+                }
+                these = []
+                for v in variants:
+                    r = best_of(runs, v, params, messages)
+                    log(
+                        these,
+                        dict(r, reader="%s (%s)" % (v, label), partitions=1, messages=messages),
+                    )
+                rows += these
+                best_tfio = min(r["seconds"] for r in these if r["reader"].startswith("tfio"))
+                summary.append(
+                    "%s: KafkaDataset vs tensorflow-io's best mode, wall: %.1fx with"
+                    " .batch(1024), %.1fx with native batches."
+                    % (label, best_tfio / these[2]["seconds"], best_tfio / these[1]["seconds"])
+                )
+            md += throughput_table(
+                "Results",
+                rows,
+                100,
+                lambda r, rows=rows: next(
+                    x
+                    for x in rows
+                    if x["reader"].startswith("raw-rust")
+                    and x["reader"].split("(")[1] == r["reader"].split("(")[1]
+                ),
+            )
+            md += [""] + summary
+            save("tfio", md, [messages, 100, rows])
 
         if "idle" in only:
             messages = 1_000_000 // scale
@@ -520,7 +584,7 @@ def main():
                 r = best_of(runs, "kd-idle", params, messages)
                 log(rows, dict(r, reader=label, partitions=count))
             busy, idle = rows
-            md += (
+            md = (
                 [
                     "## One idle partition among 4 busy ones (%d x 100 B, eof=False, timeout=1000)"
                     % messages,
@@ -548,20 +612,21 @@ def main():
                         busy["seconds"] / idle["seconds"],
                         busy["after_first_s"] / idle["after_first_s"],
                     ),
-                    "",
                 ]
             )
+            save("idle", md)
 
         if "memory" in only:
             rate, seconds, size = 20_000, 40 // (2 if args.quick else 1), 1000
             topic = kt.unique_name("bench-memory")
             kt.create_topic(servers, topic, 64)
-            md += [
+            md = [
                 "## Memory: 64 partitions, producer %d msg/s x %d B for %d s, consumer"
                 " throttled to %d msg/s" % (rate, size, seconds, rate // 10),
                 "",
-                "| prefetch budget | peak RSS above the idle process, MiB | idle process RSS MiB |",
-                "|---|---|---|",
+                "| prefetch budget | peak RSS above the idle process, MiB | idle process RSS MiB"
+                " | MiB above idle every 5 s |",
+                "|---|---|---|---|",
             ]
             for budget in (256, 128):
                 config = ["kafka_dataset.prefetch.budget.mb=%d" % budget]
@@ -585,16 +650,119 @@ def main():
                 producer.wait()
                 over = (r["peak_kib"] - r["baseline_kib"]) // 1024
                 print("  budget %d MiB: peak %d MiB above idle" % (budget, over), flush=True)
-                md.append("| %d MiB | %d | %d |" % (budget, over, r["baseline_kib"] // 1024))
+                md.append(
+                    "| %d MiB | %d | %d | %s |"
+                    % (
+                        budget,
+                        over,
+                        r["baseline_kib"] // 1024,
+                        " ".join(str(mib) for _, mib in r["growth_mib"]),
+                    )
+                )
                 topic = kt.unique_name("bench-memory")
                 kt.create_topic(servers, topic, 64)
-            md.append("")
+            save("memory", md)
 
-    os.makedirs(os.path.dirname(args.output), exist_ok=True)
+        if "workers" in only:
+            save("workers", workers_scenario(servers, kt, scale, runs))
+
+    md = [
+        "# kafka-dataset benchmark (tansu 0.6.0 on loopback, 2 cores)",
+        "",
+        "Ratios compare with the ceiling in the same run: wall ratio = reader msg/s / ceiling"
+        " msg/s (higher is faster), CPU ratio = reader CPU per message / ceiling CPU per"
+        " message (lower is cheaper).",
+        "",
+    ]
+    chart = {}
+    for name in SCENARIOS:
+        path = os.path.join(results, name + ".md")
+        if os.path.exists(path):
+            with open(path) as f:
+                md.append(f.read())
+        if os.path.exists(os.path.join(results, name + ".json")):
+            with open(os.path.join(results, name + ".json")) as f:
+                chart[name] = json.load(f)
     with open(args.output + ".md", "w") as f:
-        f.write("\n".join(md) + "\n")
+        f.write("\n".join(md))
     print("\n".join(md))
     draw(chart, args.output + ".png")
+
+
+SCENARIOS = ("small", "large", "tfio", "idle", "memory", "workers")
+
+
+def workers_scenario(servers, kt, scale, runs):
+    """Issue 5's measurements: startup time and RSS of one worker over 256 partitions, and
+    total throughput of 1, 2, 4 worker processes splitting one 8-partition topic."""
+    md = []
+    topic = kt.unique_name("bench-256p")
+    kt.create_topic(servers, topic, 256)
+    produce(servers, topic, 256, 256_000 // scale, 100)
+    params = {"servers": servers, "topic": topic, "partitions": 256}
+    r = best_of(runs, "kd-native", params, 256_000 // scale)
+    md += [
+        "## Workers",
+        "",
+        "One worker over 256 partitions (%d x 100 B): first batch after %.2f s (start-up:"
+        " metadata, 256 partition queues, first fetches), all read in %.2f s, peak RSS %d MiB."
+        % (
+            256_000 // scale,
+            r["seconds"] - r["after_first_s"],
+            r["seconds"],
+            r["rss_kib"] // 1024,
+        ),
+        "",
+        "| workers (processes) | total msg/s | job seconds (first read to last end)"
+        " | client CPU s per M msgs |",
+        "|---|---|---|---|",
+    ]
+    messages = 1_000_000 // scale
+    topic = kt.unique_name("bench-workers")
+    kt.create_topic(servers, topic, 8)
+    produce(servers, topic, 8, messages, 100)
+    for workers in (1, 2, 4):
+        best = None
+        for _ in range(runs):
+            start = time.perf_counter()
+            with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+                parts = list(
+                    pool.map(
+                        lambda i: measure(
+                            "kd-native",
+                            {
+                                "servers": servers,
+                                "topic": topic,
+                                "partitions": 8,
+                                "workers": workers,
+                                "index": i,
+                            },
+                        ),
+                        range(workers),
+                    )
+                )
+            if sum(p["messages"] for p in parts) != messages:
+                raise RuntimeError(
+                    "workers read %d of %d" % (sum(p["messages"] for p in parts), messages)
+                )
+            # From the first worker's first read to the last worker's end: the job's time.
+            slowest = max(p["ended"] for p in parts) - min(p["began"] for p in parts)
+            cpu = sum(p["cpu"] for p in parts)
+            if best is None or slowest < best[0]:
+                best = (slowest, cpu, time.perf_counter() - start)
+        slowest, cpu, _ = best
+        print("  %d workers: %.0f msg/s" % (workers, messages / slowest), flush=True)
+        md.append(
+            "| %d | %.0f | %.2f | %.2f |"
+            % (workers, messages / slowest, slowest, cpu * 1e6 / messages)
+        )
+    md += [
+        "",
+        "One reader here is bound by the broker's fetch latency on its one connection (its"
+        " CPU is mostly idle); each worker has its own consumer and connection, so the job's"
+        " throughput grows with workers until the machine's 2 cores are full.",
+    ]
+    return md
 
 
 def draw(chart, path):
@@ -611,15 +779,16 @@ def draw(chart, path):
     for row, key in zip(axes, panels):
         messages, size, rows = chart[key]
         labels = ["%s %dp" % (r["reader"], r["partitions"]) for r in rows]
-        rates = [messages / r["seconds"] / 1e3 for r in rows]
-        cpu = [r["cpu"] * 1e6 / messages for r in rows]
+        rates = [r["messages"] / r["seconds"] / 1e3 for r in rows]
+        cpu = [r["cpu"] * 1e6 / r["messages"] for r in rows]
         colors = ["#888" if not r["reader"].startswith("kd") else "#2a7" for r in rows]
         row[0].barh(labels, rates, color=colors)
         row[0].set_xlabel("thousand msg/s (wall)")
-        row[0].set_title("%d x %d B: throughput" % (messages, size))
+        what = "tensorflow-io comparison" if key == "tfio" else "%d x %d B" % (messages, size)
+        row[0].set_title("%s: throughput" % what)
         row[1].barh(labels, cpu, color=colors)
         row[1].set_xlabel("client CPU µs per message")
-        row[1].set_title("%d x %d B: CPU per message" % (messages, size))
+        row[1].set_title("%s: CPU per message" % what)
         if key == "tfio":
             row[0].set_xscale("log")
             row[1].set_xscale("log")

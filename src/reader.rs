@@ -851,6 +851,13 @@ impl Drop for Reader {
     fn drop(&mut self) {
         // rdkafka's own drop polls in 100 ms steps, without a deadline, until the consumer is
         // closed; closing here with short polls makes teardown prompt in the common case.
+        // Without a user group there is no final commit to wait for: close in the background
+        // at once (the anonymous group's coordinator lookup held closes for seconds).
+        let wait = if self.commits.is_some() {
+            CLOSE_WAIT
+        } else {
+            Duration::ZERO
+        };
         self.commit(true);
         // librdkafka wants every message and queue released before its handle goes.
         self.current = None;
@@ -863,8 +870,8 @@ impl Drop for Reader {
         // Closing waits for the commit above; an unreachable coordinator would hold it for up
         // to session.timeout.ms. Past a short wait, finish closing on a background thread so
         // TensorFlow's teardown (which holds its locks) never blocks on the network.
-        if self.consumer.close_queue().is_ok() {
-            let deadline = Instant::now() + CLOSE_WAIT;
+        if !wait.is_zero() && self.consumer.close_queue().is_ok() {
+            let deadline = Instant::now() + wait;
             while !self.consumer.closed() && Instant::now() < deadline {
                 self.consumer.poll(Duration::from_millis(5));
             }
