@@ -622,9 +622,8 @@ REGISTER_OP("KdKafkaDataset")
     // > 0: each element is a 1-D batch of up to batch_size messages filled by
     // the core (one copy per message), instead of one scalar per message.
     .Attr("batch_size: int = 0")
-    // Workers splitting the partitions: this dataset reads the partitions at
-    // positions worker_index, worker_index + num_workers, ... of the sorted
-    // (topic, partition) list.
+    // Workers splitting the partitions: this dataset reads partition p of
+    // topic t when (fnv1a32(t) + p) % num_workers == worker_index.
     .Attr("num_workers: int = 1")
     .Attr("worker_index: int = 0")
     // A source that reads external, changing data: keep TF from constant

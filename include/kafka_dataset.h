@@ -49,13 +49,6 @@ typedef enum kd_next_status {
   KD_NEXT_END = 2,
 } kd_next_status;
 
-// Which share of the subscribed partitions one reader owns when a job's workers split them:
-// the partitions, sorted by topic name then partition number, are dealt round-robin, so
-// position `k` belongs to worker `k % workers`. Every partition has exactly one owner, the
-// shares differ by at most one partition, and the function depends only on the set of
-// partitions (not on entry order or on time).
-typedef struct Assignment Assignment;
-
 // A validated, immutable dataset definition; safe to share between threads.
 typedef struct kd_dataset kd_dataset;
 

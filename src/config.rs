@@ -179,6 +179,12 @@ fn parse_property(scope: Scope, index: usize, item: &str) -> Result<Property> {
         )));
     }
     if key == PREFETCH_BUDGET_KEY {
+        if scope == Scope::Topic {
+            return Err(Error::invalid(format!(
+                "{} \"{key}\": belongs in config_global (it is not a topic property)",
+                at()
+            )));
+        }
         parse_budget(value).ok_or_else(|| {
             Error::invalid(format!(
                 "{} \"{key}\": invalid value \"{value}\": expected MiB as an integer in 1..=1048576",
@@ -308,8 +314,16 @@ impl Settings {
         let queued = budget / 2 / streams.max(1) as u64;
         let kbytes = (queued / 1024).clamp(1, 2_097_151);
         let messages = (queued / QUEUED_MESSAGE_COST).clamp(1, 10_000_000);
-        // librdkafka raises receive.message.max.bytes to match by itself.
-        let in_flight = (budget / 4).clamp(1_000_000, 52_428_800);
+        // librdkafka raises receive.message.max.bytes to match by itself, but refuses a
+        // fetch.max.bytes below message.max.bytes: never go below the user's.
+        let message_max = self
+            .global
+            .iter()
+            .rev()
+            .find(|p| p.key == "message.max.bytes")
+            .and_then(|p| p.value.trim().parse::<u64>().ok())
+            .unwrap_or(1_000_000);
+        let in_flight = (budget / 4).clamp(1_000_000, 52_428_800).max(message_max);
         config.set("fetch.max.bytes", in_flight.to_string());
         config.set("queued.max.messages.kbytes", kbytes.to_string());
         config.set("queued.min.messages", messages.to_string());
@@ -473,6 +487,18 @@ mod tests {
         let own = Settings::new("h:1", "", &items(&["queued.min.messages=7"]), &[]).unwrap();
         let c = own.client_config(2, true).unwrap();
         assert_eq!(get(&c, "queued.min.messages").as_deref(), Some("7"));
+
+        let e = Settings::new(
+            "h:1",
+            "",
+            &[],
+            &items(&[&format!("{PREFETCH_BUDGET_KEY}=64")]),
+        )
+        .unwrap_err();
+        assert!(e.message.contains("config_global"), "{e}");
+        let big = Settings::new("h:1", "", &items(&["message.max.bytes=100000000"]), &[]).unwrap();
+        let c = big.client_config(2, true).unwrap();
+        assert_eq!(get(&c, "fetch.max.bytes").as_deref(), Some("100000000"));
 
         for bad in ["0", "-1", "lots", "", "1048577"] {
             let e = Settings::new(

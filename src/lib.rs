@@ -20,3 +20,4 @@ pub mod state;
 pub use dataset::DatasetSpec;
 pub use error::{Error, ErrorKind, Result};
 pub use reader::{Message, Next, Reader};
+pub use spec::Assignment;

@@ -2,6 +2,7 @@
 //! time-ordered merge on top, and the position it saves and restores.
 
 use std::collections::VecDeque;
+use std::mem::ManuallyDrop;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -161,7 +162,8 @@ pub struct Reader {
     batch: Vec<Message>,
     // Field order matters: messages and queues must go before the consumer they belong to.
     queues: Vec<Option<PartitionQueue>>,
-    consumer: Arc<BaseConsumer>,
+    // Taken in `Drop`, so the close thread holds the only reference.
+    consumer: ManuallyDrop<Arc<BaseConsumer>>,
     wake: Arc<Wake>,
     last_emitted_time: i64,
     late: u64,
@@ -446,7 +448,7 @@ impl Reader {
         Ok(Reader {
             streams,
             queues,
-            consumer,
+            consumer: ManuallyDrop::new(consumer),
             wake,
             current: None,
             batch: Vec::new(),
@@ -483,13 +485,16 @@ impl Reader {
             other => return Ok(other),
         }
         self.batch.extend(self.current.take());
-        // What is ready now, at the clock `next` just read.
+        // What is ready now, at the clock `next` last read; the elements count toward its next
+        // reading, so commits and errors are seen every FAST_STEPS elements, not batches.
         while self.batch.len() < max_elements {
             match self.step(self.clock)? {
                 Decision::Emit { .. } => self.batch.extend(self.current.take()),
                 Decision::End | Decision::Wait { .. } => break,
             }
         }
+        let taken = u32::try_from(self.batch.len()).unwrap_or(u32::MAX);
+        self.fast_steps = self.fast_steps.saturating_add(taken);
         Ok(Next::Element)
     }
 
@@ -537,6 +542,10 @@ impl Reader {
         self.fill_heads()?;
         if self.commits.as_ref().is_some_and(|c| now >= c.due) {
             self.commit(false);
+        }
+        if self.streams.is_empty() && !self.spec.eof {
+            // A worker that owns no partition: an unlimited read never ends (DESIGN §2.3).
+            return Ok(Decision::Wait { until: None });
         }
         self.gates.clear();
         self.gates.extend(self.streams.iter().map(Stream::gate));
@@ -781,8 +790,10 @@ impl Reader {
             self.streams[index].pending.clear();
             self.stop_fetching(index);
         } else if let Some(offset) = seek {
-            // Taken before the seek: librdkafka refetches from `offset`.
-            self.streams[index].pending.clear();
+            // Taken before the seek: what lies below `offset` is skipped; what lies at or past
+            // it stays (were the seek to fail, the fetcher would continue after it), and the
+            // refetched copies fall below `next_offset` and are dropped.
+            self.streams[index].pending.retain(|m| m.offset() >= offset);
             let spec = &self.streams[index].spec;
             let _ = self.consumer.seek(
                 &spec.topic,
@@ -876,8 +887,11 @@ impl Drop for Reader {
                 self.consumer.poll(Duration::from_millis(5));
             }
         }
-        if !self.consumer.closed() {
-            let consumer = Arc::clone(&self.consumer);
+        // SAFETY: taken once, here; `self.consumer` is not used after this line.
+        let consumer = unsafe { ManuallyDrop::take(&mut self.consumer) };
+        if !consumer.closed() {
+            // The thread holds the only reference: rdkafka's close-and-destroy (no deadline)
+            // runs there, never on TensorFlow's thread.
             let _ = std::thread::Builder::new()
                 .name("kafka-dataset-close".into())
                 .spawn(move || drop(consumer));

@@ -79,11 +79,12 @@ impl StreamSpec {
     }
 }
 
-/// Which share of the subscribed partitions one reader owns when a job's workers split them:
-/// the partitions, sorted by topic name then partition number, are dealt round-robin, so
-/// position `k` belongs to worker `k % workers`. Every partition has exactly one owner, the
-/// shares differ by at most one partition, and the function depends only on the set of
-/// partitions (not on entry order or on time).
+/// Which share of the subscribed partitions one reader owns when a job's workers split them.
+/// Partition `p` of topic `t` belongs to worker `(fnv1a32(t) + p) % workers` (FNV-1a over the
+/// topic name's UTF-8 bytes): each topic's partitions are dealt round-robin from a start that
+/// depends on its name. The owner of a partition depends on nothing else, so workers that see
+/// different partition counts (a topic grew between their starts) still never share a
+/// partition, and adding partitions never moves existing ones.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Assignment {
     /// Number of workers sharing the partitions (>= 1).
@@ -117,14 +118,19 @@ impl Assignment {
         })
     }
 
-    /// The partitions of `all` (sorted, unique) that this worker owns.
-    pub fn owned<'a>(
-        &self,
-        all: &'a [(String, i32)],
-    ) -> impl Iterator<Item = &'a (String, i32)> + 'a {
-        let (workers, index) = (self.workers as usize, self.index as usize);
-        all.iter().skip(index).step_by(workers)
+    /// Whether this worker owns partition `partition` of `topic`.
+    pub fn owns(&self, topic: &str, partition: i32) -> bool {
+        let start = u64::from(fnv1a32(topic.as_bytes()));
+        let position = start + u64::try_from(partition).unwrap_or(0);
+        position % u64::from(self.workers) == u64::from(self.index)
     }
+}
+
+/// 32-bit FNV-1a, the documented hash of [`Assignment`].
+fn fnv1a32(bytes: &[u8]) -> u32 {
+    bytes.iter().fold(0x811c_9dc5, |hash: u32, &b| {
+        (hash ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    })
 }
 
 impl std::fmt::Display for Assignment {
@@ -356,13 +362,12 @@ pub fn resolve_streams(
         .collect();
     partitions.sort();
     partitions.dedup();
-    let owned: std::collections::HashSet<&(String, i32)> = assignment.owned(&partitions).collect();
 
     let mut streams: Vec<StreamSpec> = Vec::new();
     let mut sources: Vec<Vec<String>> = Vec::new(); // entry texts per stream, for errors
     for (entry, entry_partitions) in entries.iter().zip(&per_entry) {
         for &partition in entry_partitions {
-            if !owned.contains(&(entry.topic.clone(), partition)) {
+            if !assignment.owns(&entry.topic, partition) {
                 continue;
             }
             let start = match entry.start {
@@ -553,12 +558,13 @@ mod tests {
     }
 
     #[test]
-    fn assignment_deals_sorted_partitions_round_robin() {
-        // Entry order does not matter: b:0 sorts after a:0..a:2.
+    fn assignment_gives_every_partition_one_owner_by_name_and_number() {
+        assert_eq!(fnv1a32(b""), 0x811c_9dc5);
+        assert_eq!(fnv1a32(b"a"), 0xe40c_292c);
         let entries = parse_entries(&strings(&["b:0", "a"])).unwrap();
-        let mut owned = Vec::new();
-        for index in 0..2 {
-            let a = Assignment::new(2, index).unwrap();
+        let mut seen = Vec::new();
+        for index in 0..3 {
+            let a = Assignment::new(3, index).unwrap();
             let r = resolve_streams(&entries, &mut FakeCluster, a).unwrap();
             assert_eq!(
                 r.partitions,
@@ -569,12 +575,18 @@ mod tests {
                     ("b".to_string(), 0)
                 ]
             );
-            owned.push(r.streams.iter().map(|s| s.name()).collect::<Vec<_>>());
+            for s in &r.streams {
+                let start = fnv1a32(s.topic.as_bytes()) as u64;
+                assert_eq!((start + s.partition as u64) % 3, index as u64);
+                seen.push(s.name());
+            }
         }
-        assert_eq!(owned, [vec!["a:0", "a:2"], vec!["b:0", "a:1"]]);
-        // More workers than partitions: the last ones own nothing.
-        let r = resolve_streams(&entries, &mut FakeCluster, Assignment::new(5, 4).unwrap());
-        assert!(r.unwrap().streams.is_empty());
+        seen.sort();
+        assert_eq!(seen, ["a:0", "a:1", "a:2", "b:0"]);
+        // A topic's partitions go round-robin from its start: 0xe40c292c % 3 = 1.
+        let owner = |p| (0..3).find(|&i| Assignment::new(3, i).unwrap().owns("a", p));
+        let owners: Vec<_> = (0..3).map(owner).collect();
+        assert_eq!(owners, [Some(1), Some(2), Some(0)]);
         for (workers, index) in [(0, 0), (2, 2), (2, -1), (65_537, 0)] {
             let e = Assignment::new(workers, index).unwrap_err();
             assert_eq!(e.kind, ErrorKind::InvalidArgument);

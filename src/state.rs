@@ -515,14 +515,14 @@ mod tests {
     fn identity_refuses_another_assignment() {
         let entries = parse_entries(&["a".into(), "b".into()]).unwrap();
         let all = vec![("a".into(), 0), ("a".into(), 1), ("b".into(), 0)];
-        // Worker 1 of 2 owns the second of the sorted partitions: a:1.
+        // Worker 1 of 2 owns a:1 and b:0 (FNV-1a of "a" is even, of "b" odd).
         let state = State {
             assignment: Assignment {
                 workers: 2,
                 index: 1,
             },
             partitions: all.clone(),
-            streams: sole(vec![stream("a", 1, &[(0, -1)])]).streams,
+            streams: sole(vec![stream("a", 1, &[(0, -1)]), stream("b", 0, &[(0, -1)])]).streams,
         };
         let mine = Assignment::new(2, 1).unwrap();
         check_identity(&entries, mine, &state).unwrap();

@@ -454,3 +454,27 @@ fn native_batches_concatenate_to_the_merge_and_save_exactly() {
         .collect();
     assert_eq!(rest, order[at..]);
 }
+
+#[test]
+fn a_worker_without_partitions_ends_only_with_eof() {
+    let c = Cluster::new("few", 2);
+    c.produce("few", 0, 1000, None, "a");
+    c.produce("few", 1, 1001, None, "b");
+    c.flush();
+    // 5 workers over 2 partitions: find the workers that own nothing.
+    let empty: Vec<i64> = (0..5)
+        .filter(|&i| {
+            let a = kafka_dataset::Assignment::new(5, i).unwrap();
+            !(0..2).any(|p| a.owns("few", p))
+        })
+        .collect();
+    assert_eq!(empty.len(), 3);
+    for eof in [true, false] {
+        let s = spec(&c.servers(), &["few"], eof, 100)
+            .with_assignment(kafka_dataset::Assignment::new(5, empty[0]).unwrap());
+        let mut r = Reader::new(&s).unwrap();
+        let next = r.next(Duration::from_millis(300)).unwrap();
+        // An unlimited read never ends, even with nothing to read.
+        assert_eq!(next, if eof { Next::End } else { Next::Pending });
+    }
+}

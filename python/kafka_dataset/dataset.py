@@ -154,8 +154,8 @@ class KafkaDatasetV2(dataset_ops.DatasetSource):
             1..N messages that are ready (the core fills it, one copy per message), instead of
             one scalar per message; positions and checkpoints stay exact per message.
             `num_workers=N, worker_index=i` (0 <= i < N): read only worker i's share of the
-            partitions the entries name. The partitions, sorted by topic then partition number,
-            are dealt round-robin: position k belongs to worker k % N. Every partition has
+            partitions the entries name: partition p of topic t belongs to worker
+            (fnv1a32(t) + p) % N (32-bit FNV-1a of the topic name), so every partition has
             exactly one owner; checkpoints record the split and restore only into the same
             (N, i). See `kafka_dataset.distributed_dataset` for `tf.distribute`.
         """
