@@ -262,3 +262,71 @@ def test_more_workers_than_partitions_leaves_some_empty(broker, two_topics, kd):
         assert {parse(v)[:2] for v in values} == {tp for tp, w in owners.items() if w == i}
         got += values
     assert sorted(got) == sorted(two_topics["all"])
+
+
+# One MultiWorkerMirroredStrategy worker (TF_CONFIG names both processes on localhost).
+MWMS_WORKER = r"""
+import json, os, signal, sys
+args = json.loads(sys.argv[1])
+os.environ["TF_CONFIG"] = json.dumps(
+    {"cluster": {"worker": args["cluster"]}, "task": {"type": "worker", "index": args["index"]}}
+)
+signal.alarm(150)  # a hung worker dies instead of hanging the test
+import tensorflow as tf
+import kafka_dataset
+strategy = tf.distribute.MultiWorkerMirroredStrategy()
+contexts = []
+
+def dataset_fn(ctx):
+    contexts.append((ctx.num_input_pipelines, ctx.input_pipeline_id))
+    return kafka_dataset.distributed_dataset(
+        ctx, args["topics"], servers=args["servers"], eof=True
+    ).batch(4)
+
+got = []
+for batch in strategy.distribute_datasets_from_function(dataset_fn):
+    for local in strategy.experimental_local_results(batch):
+        got += [v.decode() for v in local.numpy()]
+print("RESULT " + json.dumps({"got": got, "contexts": contexts}), flush=True)
+"""
+
+
+def test_multi_worker_mirrored_strategy_in_two_processes(broker, two_topics, kd):
+    from kafka_dataset import testing as kt
+
+    cluster = ["localhost:%d" % kt.free_port() for _ in range(2)]
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                MWMS_WORKER,
+                json.dumps(
+                    {
+                        "cluster": cluster,
+                        "index": i,
+                        "topics": two_topics["topics"],
+                        "servers": broker.bootstrap,
+                    }
+                ),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        for i in range(2)
+    ]
+    results = []
+    for p in procs:
+        out, err = p.communicate(timeout=170)
+        assert p.returncode == 0, err[-3000:]
+        results.append(parse_result(out))
+    owners = expected_owners(two_topics["partitions"], 2)
+    for i, r in enumerate(results):
+        # The strategy gives each worker process one input pipeline of two.
+        assert r["contexts"] == [[2, i]]
+        assert {parse(v)[:2] for v in r["got"]} == {tp for tp, w in owners.items() if w == i}
+    union = results[0]["got"] + results[1]["got"]
+    assert sorted(union) == sorted(two_topics["all"])
