@@ -307,8 +307,10 @@ impl Settings {
         // a short broker wait makes that prompt.
         config.set("fetch.wait.max.ms", "100");
         // The prefetch budget: half for queued messages (measured: RSS grows ~1.3x the queued
-        // bytes, with their fetch buffers and bookkeeping), a quarter for fetch responses in
-        // flight (bench/run.py, memory). With one queue per partition librdkafka's limits
+        // bytes, with their fetch buffers and bookkeeping), 1/32 per fetch response: a
+        // response's buffer lives until its last message is consumed, and with 50 MiB
+        // responses over 64 partitions RSS stepped ~250 MiB past the budget (bench/run.py,
+        // memory; 8 MiB responses removed the step). With one queue per partition librdkafka's limits
         // apply per partition: split them, in bytes and (for small messages) in count.
         let budget = self.prefetch_budget_mb * (1 << 20);
         let queued = budget / 2 / streams.max(1) as u64;
@@ -323,7 +325,7 @@ impl Settings {
             .find(|p| p.key == "message.max.bytes")
             .and_then(|p| p.value.trim().parse::<u64>().ok())
             .unwrap_or(1_000_000);
-        let in_flight = (budget / 4).clamp(1_000_000, 52_428_800).max(message_max);
+        let in_flight = (budget / 32).clamp(1_000_000, 52_428_800).max(message_max);
         config.set("fetch.max.bytes", in_flight.to_string());
         config.set("queued.max.messages.kbytes", kbytes.to_string());
         config.set("queued.min.messages", messages.to_string());
@@ -465,7 +467,7 @@ mod tests {
             Some("2048")
         );
         assert_eq!(get(&c, "queued.min.messages").as_deref(), Some("8192"));
-        assert_eq!(get(&c, "fetch.max.bytes").as_deref(), Some("52428800"));
+        assert_eq!(get(&c, "fetch.max.bytes").as_deref(), Some("8388608"));
 
         let small = Settings::new(
             "h:1",
@@ -482,7 +484,7 @@ mod tests {
             get(&c, "queued.max.messages.kbytes").as_deref(),
             Some("16384")
         );
-        assert_eq!(get(&c, "fetch.max.bytes").as_deref(), Some("16777216"));
+        assert_eq!(get(&c, "fetch.max.bytes").as_deref(), Some("2097152"));
         assert_eq!(get(&c, PREFETCH_BUDGET_KEY), None);
         let own = Settings::new("h:1", "", &items(&["queued.min.messages=7"]), &[]).unwrap();
         let c = own.client_config(2, true).unwrap();
