@@ -523,6 +523,7 @@ class KafkaDatasetOp::Dataset : public DatasetBase {
       return absl::OkStatus();
     }
 
+    // A null payload or key arrives as length 0 (and maybe a NULL pointer).
     static void Assign(const kd_bytes& bytes, tstring* out) {
       if (bytes.data != nullptr && bytes.len > 0) {
         out->assign(reinterpret_cast<const char*>(bytes.data), bytes.len);
@@ -532,11 +533,7 @@ class KafkaDatasetOp::Dataset : public DatasetBase {
     static void AppendString(IteratorContext* ctx, const kd_bytes& bytes,
                              std::vector<Tensor>* out_tensors) {
       out_tensors->emplace_back(ctx->allocator({}), DT_STRING, TensorShape({}));
-      // A null payload or key arrives as length 0 (and maybe a NULL pointer).
-      if (bytes.data != nullptr && bytes.len > 0) {
-        out_tensors->back().scalar<tstring>()().assign(
-            reinterpret_cast<const char*>(bytes.data), bytes.len);
-      }
+      Assign(bytes, &out_tensors->back().scalar<tstring>()());
     }
 
     mutex mu_;

@@ -238,6 +238,16 @@ fn parse_property(scope: Scope, index: usize, item: &str) -> Result<Property> {
     }
 }
 
+/// The value of the last `key` among `properties` (a later item overrides an earlier one, as
+/// librdkafka applies them).
+pub fn last_value<'a>(properties: &'a [Property], key: &str) -> Option<&'a str> {
+    properties
+        .iter()
+        .rev()
+        .find(|p| p.key == key)
+        .map(|p| p.value.as_str())
+}
+
 fn parse_budget(value: &str) -> Option<u64> {
     value
         .trim()
@@ -266,20 +276,13 @@ impl Settings {
             ));
         }
         let mut global = parse_properties(Scope::Global, global)?;
-        let prefetch_budget_mb = global
-            .iter()
-            .rev()
-            .find(|p| p.key == PREFETCH_BUDGET_KEY)
-            .and_then(|p| parse_budget(&p.value))
+        let prefetch_budget_mb = last_value(&global, PREFETCH_BUDGET_KEY)
+            .and_then(parse_budget)
             .unwrap_or(DEFAULT_PREFETCH_BUDGET_MB);
         global.retain(|p| p.key != PREFETCH_BUDGET_KEY);
         // The group argument wins; without it, a group.id among the properties is the group.
         let group = match group {
-            "" => global
-                .iter()
-                .rev()
-                .find(|p| p.key == "group.id")
-                .map_or("", |p| p.value.as_str()),
+            "" => last_value(&global, "group.id").unwrap_or(""),
             given => given,
         };
         Ok(Settings {
@@ -310,20 +313,16 @@ impl Settings {
         // bytes, with their fetch buffers and bookkeeping), 1/32 per fetch response: a
         // response's buffer lives until its last message is consumed, and with 50 MiB
         // responses over 64 partitions RSS stepped ~250 MiB past the budget (bench/run.py,
-        // memory; 8 MiB responses removed the step). With one queue per partition librdkafka's limits
-        // apply per partition: split them, in bytes and (for small messages) in count.
+        // memory). With one queue per partition librdkafka's limits apply per partition:
+        // split them, in bytes and (for small messages) in count.
         let budget = self.prefetch_budget_mb * (1 << 20);
         let queued = budget / 2 / streams.max(1) as u64;
         let kbytes = (queued / 1024).clamp(1, 2_097_151);
         let messages = (queued / QUEUED_MESSAGE_COST).clamp(1, 10_000_000);
         // librdkafka raises receive.message.max.bytes to match by itself, but refuses a
         // fetch.max.bytes below message.max.bytes: never go below the user's.
-        let message_max = self
-            .global
-            .iter()
-            .rev()
-            .find(|p| p.key == "message.max.bytes")
-            .and_then(|p| p.value.trim().parse::<u64>().ok())
+        let message_max = last_value(&self.global, "message.max.bytes")
+            .and_then(|v| v.trim().parse::<u64>().ok())
             .unwrap_or(1_000_000);
         let in_flight = (budget / 32).clamp(1_000_000, 52_428_800).max(message_max);
         config.set("fetch.max.bytes", in_flight.to_string());

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::config::Settings;
+use crate::config::{last_value, Settings};
 use crate::error::{Error, Result};
 use crate::spec::{parse_entries, Assignment, Entry, Start};
 
@@ -69,12 +69,8 @@ impl DatasetSpec {
     /// How often the offsets of emitted messages are committed when a group is given:
     /// `auto.commit.interval.ms` from `config_global`, else librdkafka's default of 5 s.
     pub fn commit_interval(&self) -> Duration {
-        self.settings
-            .global
-            .iter()
-            .rev()
-            .find(|p| p.key == "auto.commit.interval.ms")
-            .and_then(|p| p.value.parse::<u64>().ok())
+        last_value(&self.settings.global, "auto.commit.interval.ms")
+            .and_then(|v| v.parse::<u64>().ok())
             .map_or(Duration::from_secs(5), Duration::from_millis)
     }
 

@@ -96,7 +96,8 @@ struct Stream {
     /// Largest timestamp fetched (gives messages without a timestamp their time).
     fetched_time: i64,
     head: Option<Message>,
-    /// Taken from the partition queue, not yet looked at (dropped on a seek: stale).
+    /// Taken from the partition queue, not yet looked at (on a seek, those below its target
+    /// are dropped).
     pending: VecDeque<RawMessage>,
     caught_up_since: Option<Instant>,
 }

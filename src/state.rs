@@ -44,6 +44,12 @@ fn crc32(data: &[u8]) -> u32 {
     !crc
 }
 
+/// A topic as the decoder's `Cursor::topic` reads it: u32 length, then the UTF-8 bytes.
+fn put_topic(out: &mut Vec<u8>, topic: &str) {
+    out.extend_from_slice(&(topic.len() as u32).to_le_bytes());
+    out.extend_from_slice(topic.as_bytes());
+}
+
 /// Encodes `state`.
 pub fn encode(state: &State) -> Vec<u8> {
     let mut out = Vec::with_capacity(16 + state.streams.len() * 64);
@@ -53,14 +59,12 @@ pub fn encode(state: &State) -> Vec<u8> {
     out.extend_from_slice(&state.assignment.index.to_le_bytes());
     out.extend_from_slice(&(state.partitions.len() as u32).to_le_bytes());
     for (topic, partition) in &state.partitions {
-        out.extend_from_slice(&(topic.len() as u32).to_le_bytes());
-        out.extend_from_slice(topic.as_bytes());
+        put_topic(&mut out, topic);
         out.extend_from_slice(&partition.to_le_bytes());
     }
     out.extend_from_slice(&(state.streams.len() as u32).to_le_bytes());
     for s in &state.streams {
-        out.extend_from_slice(&(s.spec.topic.len() as u32).to_le_bytes());
-        out.extend_from_slice(s.spec.topic.as_bytes());
+        put_topic(&mut out, &s.spec.topic);
         out.extend_from_slice(&s.spec.partition.to_le_bytes());
         out.extend_from_slice(&(s.spec.ranges.len() as u32).to_le_bytes());
         for r in &s.spec.ranges {

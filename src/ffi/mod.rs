@@ -423,9 +423,8 @@ pub unsafe extern "C" fn kd_reader_next_batch(
 ) -> *mut kd_error {
     boundary(|| {
         let reader = reader_mut(reader)?;
-        if out_status.is_null() || out_count.is_null() {
-            return Err(null_argument("out_status/out_count"));
-        }
+        let out_status = out_param(out_status, "out_status")?;
+        let out_count = out_param(out_count, "out_count")?;
         let next = reader.next_batch(max_elements, Duration::from_millis(max_wait_ms as u64))?;
         *out_count = match next {
             Next::Element => reader.batch().len(),
