@@ -197,6 +197,7 @@ class KafkaDatasetOp : public DatasetOpKernel {
   static constexpr const char* const kBatchSize = "batch_size";
   static constexpr const char* const kNumWorkers = "num_workers";
   static constexpr const char* const kWorkerIndex = "worker_index";
+  static constexpr const char* const kSubscribe = "subscribe";
 
   // The op's attributes: the keyword-only extensions beyond DeepRec's inputs.
   struct Attrs {
@@ -204,6 +205,7 @@ class KafkaDatasetOp : public DatasetOpKernel {
     int64_t batch_size = 0;
     int64_t num_workers = 1;
     int64_t worker_index = 0;
+    bool subscribe = false;
   };
 
   explicit KafkaDatasetOp(OpKernelConstruction* ctx) : DatasetOpKernel(ctx) {
@@ -211,6 +213,7 @@ class KafkaDatasetOp : public DatasetOpKernel {
     OP_REQUIRES_OK(ctx, ctx->GetAttr(kBatchSize, &attrs_.batch_size));
     OP_REQUIRES_OK(ctx, ctx->GetAttr(kNumWorkers, &attrs_.num_workers));
     OP_REQUIRES_OK(ctx, ctx->GetAttr(kWorkerIndex, &attrs_.worker_index));
+    OP_REQUIRES_OK(ctx, ctx->GetAttr(kSubscribe, &attrs_.subscribe));
     OP_REQUIRES(ctx, attrs_.batch_size >= 0,
                 absl::InvalidArgumentError(absl::StrCat(
                     "batch_size must be >= 0 (0 = one message per element), "
@@ -311,6 +314,8 @@ class KafkaDatasetOp::Dataset : public DatasetBase {
     b->BuildAttrValue(attrs_.num_workers, &num_workers);
     AttrValue worker_index;
     b->BuildAttrValue(attrs_.worker_index, &worker_index);
+    AttrValue subscribe;
+    b->BuildAttrValue(attrs_.subscribe, &subscribe);
 
     return b->AddDataset(
         this,
@@ -318,7 +323,8 @@ class KafkaDatasetOp::Dataset : public DatasetBase {
         {{kMessageKey, message_key},
          {kBatchSize, batch_size},
          {kNumWorkers, num_workers},
-         {kWorkerIndex, worker_index}},
+         {kWorkerIndex, worker_index},
+         {kSubscribe, subscribe}},
         output);
   }
 
@@ -593,6 +599,7 @@ void KafkaDatasetOp::MakeDataset(OpKernelContext* ctx, DatasetBase** output) {
   options.config_topic_len = config_topic_views.size();
   options.num_workers = attrs_.num_workers;
   options.worker_index = attrs_.worker_index;
+  options.subscribe = attrs_.subscribe;
 
   kd_dataset* raw = nullptr;
   OP_REQUIRES_OK(ctx, ToStatus(kd_dataset_new(&options, &raw)));
@@ -623,6 +630,9 @@ REGISTER_OP("KdKafkaDataset")
     // topic t when (fnv1a32(t) + p) % num_workers == worker_index.
     .Attr("num_workers: int = 1")
     .Attr("worker_index: int = 0")
+    // Join the consumer group `group` and read the partitions it assigns
+    // (entries are topic names; checked by the core).
+    .Attr("subscribe: bool = false")
     // A source that reads external, changing data: keep TF from constant
     // folding or deduplicating it (TF's own source datasets do the same).
     .SetIsStateful()

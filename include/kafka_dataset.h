@@ -93,6 +93,8 @@ typedef struct kd_dataset_options {
   int64_t num_workers;
   // This worker, `0..num_workers`.
   int64_t worker_index;
+  // Join the consumer group and read the partitions it assigns (entries are topic names).
+  bool subscribe;
 } kd_dataset_options;
 
 // Borrowed bytes; `data` may be NULL when `len` is 0.

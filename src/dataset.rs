@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use crate::config::{last_value, Settings};
 use crate::error::{Error, Result};
-use crate::spec::{parse_entries, Assignment, Entry, Start};
+use crate::spec::{parse_entries, Assignment, Entry, Partitions, Start, UNLIMITED};
 
 /// The dataset's inputs, parsed and validated. Immutable and shared by all its iterators.
 #[derive(Clone, Debug)]
@@ -19,6 +19,9 @@ pub struct DatasetSpec {
     pub timeout: Duration,
     /// Which share of the partitions this dataset's iterators read.
     pub assignment: Assignment,
+    /// Each iterator joins the consumer group and reads the partitions the group assigns it
+    /// (`subscribe=True`) instead of the partitions the entries name.
+    pub subscribe: bool,
 }
 
 impl DatasetSpec {
@@ -53,12 +56,44 @@ impl DatasetSpec {
             eof,
             timeout: Duration::from_millis(timeout_ms as u64),
             assignment: Assignment::SOLE,
+            subscribe: false,
         })
     }
 
     /// The same dataset reading only `assignment`'s share of the partitions.
     pub fn with_assignment(self, assignment: Assignment) -> Self {
         DatasetSpec { assignment, ..self }
+    }
+
+    /// The same dataset as a member of its consumer group: the group assigns each iterator
+    /// its partitions and moves them on rebalances. Needs a group, whole-topic entries (a
+    /// partition without a committed offset starts at its log start) and no worker split
+    /// (the group is the split).
+    pub fn with_subscription(self) -> Result<Self> {
+        if self.settings.group.is_empty() {
+            return Err(Error::invalid(
+                "subscribe=True needs a consumer group (the group argument is empty)",
+            ));
+        }
+        if self.assignment != Assignment::SOLE {
+            return Err(Error::invalid(format!(
+                "subscribe=True cannot be combined with num_workers/worker_index (this dataset is {}): the consumer group assigns the partitions",
+                self.assignment
+            )));
+        }
+        let whole_topic = |e: &Entry| {
+            e.partitions == Partitions::All && e.start == Start::Offset(0) && e.last == UNLIMITED
+        };
+        if let Some(e) = self.entries.iter().find(|e| !whole_topic(e)) {
+            return Err(Error::invalid(format!(
+                "topics entry \"{}\": with subscribe=True each entry is a topic name; partitions and offsets come from the consumer group",
+                e.text
+            )));
+        }
+        Ok(DatasetSpec {
+            subscribe: true,
+            ..self
+        })
     }
 
     /// Whether any entry starts at the group's committed offset.

@@ -9,7 +9,7 @@ use std::ptr::NonNull;
 use std::sync::Arc;
 
 use rdkafka::bindings as rd;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::types::RDKafkaErrorCode;
 
 /// Most messages taken from a partition queue in one call. Taken messages stay in librdkafka's
@@ -21,6 +21,20 @@ pub const POLL_BATCH: usize = 64;
 pub trait Notify: Send + Sync {
     /// Wakes the reader.
     fn notify(&self);
+}
+
+/// Events (errors, rebalances, commit results) waiting on `consumer`'s main queue.
+pub fn main_queue_len<C: ConsumerContext>(consumer: &BaseConsumer<C>) -> usize {
+    // SAFETY: live client handle; the queue reference taken here is released before return.
+    unsafe {
+        let queue = rd::rd_kafka_queue_get_consumer(consumer.client().native_ptr());
+        if queue.is_null() {
+            return 0;
+        }
+        let len = rd::rd_kafka_queue_length(queue);
+        rd::rd_kafka_queue_destroy(queue);
+        len
+    }
 }
 
 /// A message (or a per-partition event) owned from librdkafka until dropped.
@@ -103,8 +117,8 @@ unsafe extern "C" fn on_nonempty(_: *mut rd::rd_kafka_t, opaque: *mut c_void) {
 impl PartitionQueue {
     /// Detaches the queue of `topic:partition` from `consumer`'s main queue. Call before the
     /// partition is assigned: librdkafka then never forwards its messages elsewhere.
-    pub fn new(
-        consumer: &BaseConsumer,
+    pub fn new<C: ConsumerContext>(
+        consumer: &BaseConsumer<C>,
         topic: &str,
         partition: i32,
         notify: Arc<dyn Notify>,

@@ -3,11 +3,12 @@
 
 use std::collections::VecDeque;
 use std::mem::ManuallyDrop;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::{BaseConsumer, Consumer as _};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message as _;
 use rdkafka::types::RDKafkaErrorCode;
@@ -16,9 +17,16 @@ use rdkafka::{Offset, TopicPartitionList};
 use crate::dataset::DatasetSpec;
 use crate::error::{Error, ErrorKind, Result};
 use crate::merge::{decide, Decision, Gate};
-use crate::queue::{Notify, PartitionQueue, RawMessage};
+use crate::queue::{main_queue_len, Notify, PartitionQueue, RawMessage};
 use crate::spec::{resolve_streams, Cluster, Start, StreamSpec};
-use crate::state::{check_identity, decode, encode, State, StreamState};
+use crate::state::{check_group_identity, check_identity, decode, encode, State, StreamState};
+
+mod group;
+
+use group::{Membership, ReaderContext};
+
+/// The consumer every reader (and its metadata probe) uses.
+type Consumer = BaseConsumer<ReaderContext>;
 
 /// One element, held by the reader until the next call; its bytes stay in librdkafka's
 /// buffer (never copied in Rust).
@@ -60,6 +68,9 @@ pub enum Next {
 struct Wake {
     generation: Mutex<u64>,
     cond: Condvar,
+    /// The consumer's main queue has events (errors, rebalances, commit results): the next
+    /// call serves it instead of taking the fast path.
+    main_ready: AtomicBool,
 }
 
 impl Notify for Wake {
@@ -100,6 +111,10 @@ struct Stream {
     /// are dropped).
     pending: VecDeque<RawMessage>,
     caught_up_since: Option<Instant>,
+    /// Its own queue, split from the consumer's (none once finished).
+    queue: Option<PartitionQueue>,
+    /// Last committed next-offset (-1 before any).
+    committed: i64,
 }
 
 impl Stream {
@@ -119,6 +134,8 @@ impl Stream {
             head: None,
             pending: VecDeque::new(),
             caught_up_since: None,
+            queue: None,
+            committed: -1,
             spec: state.spec,
         };
         if let Some(r) = stream.spec.ranges.get(stream.range) {
@@ -161,10 +178,9 @@ pub struct Reader {
     current: Option<Message>,
     /// The elements of the last batch (reused: no allocation per batch).
     batch: Vec<Message>,
-    // Field order matters: messages and queues must go before the consumer they belong to.
-    queues: Vec<Option<PartitionQueue>>,
-    // Taken in `Drop`, so the close thread holds the only reference.
-    consumer: ManuallyDrop<Arc<BaseConsumer>>,
+    // Taken in `Drop`, so the close thread holds the only reference. Declared after the
+    // fields holding messages and queues, which must go before the consumer they belong to.
+    consumer: ManuallyDrop<Arc<Consumer>>,
     wake: Arc<Wake>,
     last_emitted_time: i64,
     late: u64,
@@ -178,6 +194,8 @@ pub struct Reader {
     /// Fast-path calls since the clock was last read.
     fast_steps: u32,
     commits: Option<Commits>,
+    /// Consumer-group membership (`subscribe`): streams come and go with rebalances.
+    group: Option<Membership>,
 }
 
 /// Commits the offsets of emitted messages for a user-given group, so broker-side lag shows
@@ -185,8 +203,6 @@ pub struct Reader {
 struct Commits {
     interval: Duration,
     due: Instant,
-    /// Last committed next-offset per stream (-1 before any).
-    committed: Vec<i64>,
 }
 
 fn kafka_error(context: &str, err: &KafkaError) -> Error {
@@ -248,28 +264,37 @@ fn create_consumer(
     streams: usize,
     with_group: bool,
     wake: Option<Arc<Wake>>,
-) -> Result<BaseConsumer> {
-    let config = spec.settings.client_config(streams, with_group)?;
-    let mut consumer: BaseConsumer = config.create().map_err(|e| match e {
-        // The configuration was validated when the dataset was built; what is left is, e.g., an
-        // unreadable certificate file. librdkafka's text names the property, not secret values.
-        KafkaError::ClientCreation(why) => {
-            Error::invalid(format!("cannot create the Kafka consumer: {why}"))
-        }
-        KafkaError::ClientConfig(_, _, key, _) => {
-            Error::invalid(format!("config \"{key}\": rejected by librdkafka"))
-        }
-        other => kafka_error("cannot create the Kafka consumer", &other),
-    })?;
+) -> Result<Consumer> {
+    let mut config = spec.settings.client_config(streams, with_group)?;
+    if spec.subscribe {
+        // The reader acts on rebalances incrementally (group.rs).
+        config.set("partition.assignment.strategy", "cooperative-sticky");
+    }
+    let mut consumer: Consumer = config
+        .create_with_context(ReaderContext::default())
+        .map_err(|e| match e {
+            // The configuration was validated when the dataset was built; what is left is, e.g., an
+            // unreadable certificate file. librdkafka's text names the property, not secret values.
+            KafkaError::ClientCreation(why) => {
+                Error::invalid(format!("cannot create the Kafka consumer: {why}"))
+            }
+            KafkaError::ClientConfig(_, _, key, _) => {
+                Error::invalid(format!("config \"{key}\": rejected by librdkafka"))
+            }
+            other => kafka_error("cannot create the Kafka consumer", &other),
+        })?;
     if let Some(wake) = wake {
-        consumer.set_nonempty_callback(move || wake.notify());
+        consumer.set_nonempty_callback(move || {
+            wake.main_ready.store(true, Ordering::Relaxed);
+            wake.notify();
+        });
     }
     Ok(consumer)
 }
 
 /// Resolution against the live cluster through a short-lived consumer.
 struct LiveCluster<'a> {
-    consumer: &'a BaseConsumer,
+    consumer: &'a Consumer,
     deadline: Duration,
 }
 
@@ -327,7 +352,7 @@ impl Cluster for LiveCluster<'_> {
 
     fn resolve_start(&mut self, topic: &str, partition: i32, start: Start, _: i64) -> Result<i64> {
         let name = format!("{topic}:{partition}");
-        let watermarks = |c: &BaseConsumer| {
+        let watermarks = |c: &Consumer| {
             c.fetch_watermarks(topic, partition, self.deadline)
                 .map_err(|e| kafka_error(&format!("watermarks of {name}"), &e))
         };
@@ -376,7 +401,8 @@ impl Cluster for LiveCluster<'_> {
 
 impl Reader {
     /// Connects, resolves the dataset's entries into streams and starts reading at their
-    /// start offsets.
+    /// start offsets. A group member (`subscribe`) only checks that its topics exist: the
+    /// group assigns its partitions on the first read.
     pub fn new(spec: &DatasetSpec) -> Result<Self> {
         let resolved = {
             // Only the `stored` start needs the group (committed offsets); without it the probe
@@ -389,10 +415,10 @@ impl Reader {
             };
             resolve_streams(&spec.entries, &mut cluster, spec.assignment)?
         };
-        let state = State {
-            assignment: spec.assignment,
-            partitions: resolved.partitions,
-            streams: resolved
+        let streams = if spec.subscribe {
+            Vec::new()
+        } else {
+            resolved
                 .streams
                 .into_iter()
                 .map(|spec| StreamState {
@@ -401,7 +427,13 @@ impl Reader {
                     finished: false,
                     partition_time: -1,
                 })
-                .collect(),
+                .collect()
+        };
+        let state = State {
+            group: spec.subscribe.then(|| spec.settings.group.clone()),
+            assignment: spec.assignment,
+            partitions: resolved.partitions,
+            streams,
         };
         Self::start(spec.clone(), state)
     }
@@ -409,23 +441,25 @@ impl Reader {
     fn start(spec: DatasetSpec, state: State) -> Result<Self> {
         let wake = Arc::new(Wake::default());
         let partitions = state.partitions;
-        let streams: Vec<Stream> = state.streams.into_iter().map(Stream::from_state).collect();
-        let stream_count = streams.len();
+        let (mut streams, group) = if spec.subscribe {
+            let topics = spec.entries.iter().map(|e| e.topic.clone()).collect();
+            (Vec::new(), Some(Membership::new(topics, state.streams)))
+        } else {
+            let streams: Vec<Stream> = state.streams.into_iter().map(Stream::from_state).collect();
+            (streams, None)
+        };
+        // A member shares the budget as if it owned every subscribed partition.
+        let budget_share = streams.len().max(partitions.len());
         let consumer = Arc::new(create_consumer(
             &spec,
-            streams.len(),
+            budget_share,
             true,
             Some(wake.clone()),
         )?);
         // Split each partition's queue before assigning, so the fetcher never forwards its
         // messages to the consumer's main queue.
-        let mut queues = Vec::with_capacity(streams.len());
         let mut assignment = TopicPartitionList::new();
-        for s in &streams {
-            if s.finished {
-                queues.push(None);
-                continue;
-            }
+        for s in streams.iter_mut().filter(|s| !s.finished) {
             let queue =
                 PartitionQueue::new(&consumer, &s.spec.topic, s.spec.partition, wake.clone())
                     .ok_or_else(|| {
@@ -434,7 +468,7 @@ impl Reader {
                             format!("no queue for {}", s.spec.name()),
                         )
                     })?;
-            queues.push(Some(queue));
+            s.queue = Some(queue);
             assignment
                 .add_partition_offset(
                     &s.spec.topic,
@@ -443,12 +477,14 @@ impl Reader {
                 )
                 .map_err(|e| kafka_error(&s.spec.name(), &e))?;
         }
-        consumer
-            .assign(&assignment)
-            .map_err(|e| kafka_error("assigning partitions", &e))?;
+        if group.is_none() {
+            consumer
+                .assign(&assignment)
+                .map_err(|e| kafka_error("assigning partitions", &e))?;
+        }
         Ok(Reader {
+            gates: Vec::with_capacity(streams.len()),
             streams,
-            queues,
             consumer: ManuallyDrop::new(consumer),
             wake,
             current: None,
@@ -456,15 +492,14 @@ impl Reader {
             last_emitted_time: i64::MIN,
             late: 0,
             saved: Vec::new(),
-            gates: Vec::with_capacity(stream_count),
             partitions,
             clock: Instant::now(),
             fast_steps: 0,
             commits: (!spec.settings.group.is_empty()).then(|| Commits {
                 interval: spec.commit_interval(),
                 due: Instant::now() + spec.commit_interval(),
-                committed: vec![-1; stream_count],
             }),
+            group,
             spec,
         })
     }
@@ -510,7 +545,7 @@ impl Reader {
         // element (both showed up in profiles). A stale clock only delays passing over an idle
         // stream, and a Wait re-decides below with a fresh one.
         self.fast_steps += 1;
-        if self.fast_steps < FAST_STEPS {
+        if self.fast_steps < FAST_STEPS && !self.wake.main_ready.load(Ordering::Relaxed) {
             match self.step(self.clock)? {
                 Decision::Emit { .. } => return Ok(Next::Element),
                 Decision::End => return Ok(Next::End),
@@ -531,7 +566,10 @@ impl Reader {
                     if now >= stop {
                         return Ok(Next::Pending);
                     }
-                    self.wake.wait(seen, until.map_or(stop, |u| u.min(stop)));
+                    // Events left on the main queue are served right away.
+                    if !self.wake.main_ready.load(Ordering::Relaxed) {
+                        self.wake.wait(seen, until.map_or(stop, |u| u.min(stop)));
+                    }
                 }
             }
         }
@@ -544,8 +582,10 @@ impl Reader {
         if self.commits.as_ref().is_some_and(|c| now >= c.due) {
             self.commit(false);
         }
-        if self.streams.is_empty() && !self.spec.eof {
-            // A worker that owns no partition: an unlimited read never ends (DESIGN §2.3).
+        if self.streams.is_empty() && (!self.spec.eof || self.group.is_some()) {
+            // A worker that owns no partition: an unlimited read never ends (DESIGN §2.3). A
+            // group member without partitions waits for the group to give it some (an empty
+            // share is often only the first step of a cooperative rebalance).
             return Ok(Decision::Wait { until: None });
         }
         self.gates.clear();
@@ -589,8 +629,8 @@ impl Reader {
         };
         commits.due = Instant::now() + commits.interval;
         let mut tpl = TopicPartitionList::new();
-        for (stream, committed) in self.streams.iter().zip(commits.committed.iter_mut()) {
-            if (all || stream.next_offset != *committed)
+        for stream in self.streams.iter_mut() {
+            if (all || stream.next_offset != stream.committed)
                 && tpl
                     .add_partition_offset(
                         &stream.spec.topic,
@@ -599,7 +639,7 @@ impl Reader {
                     )
                     .is_ok()
             {
-                *committed = stream.next_offset;
+                stream.committed = stream.next_offset;
             }
         }
         if tpl.count() > 0 {
@@ -627,6 +667,7 @@ impl Reader {
     }
 
     fn serve_main_queue(&mut self) -> Result<()> {
+        self.wake.main_ready.store(false, Ordering::Relaxed);
         let anonymous = self.commits.is_none();
         while let Some(event) = self.consumer.poll(Duration::ZERO) {
             match event {
@@ -656,7 +697,12 @@ impl Reader {
                 Err(_) => {} // transient: librdkafka retries and reconnects by itself
             }
         }
-        Ok(())
+        // `poll` also returns nothing after serving a rebalance or commit event: what is
+        // left is served on the next call (the callback only fires when the queue was empty).
+        if main_queue_len(&self.consumer) > 0 {
+            self.wake.main_ready.store(true, Ordering::Relaxed);
+        }
+        self.serve_group()
     }
 
     /// Polls the queue of every unfinished stream that has no head, until it has one or its
@@ -669,7 +715,7 @@ impl Reader {
                     break;
                 }
                 let Some(message) = stream.pending.pop_front() else {
-                    match self.queues[i].as_ref() {
+                    match stream.queue.as_ref() {
                         Some(queue) if queue.poll_into(&mut stream.pending) > 0 => continue,
                         _ => break,
                     }
@@ -821,6 +867,10 @@ impl Reader {
             self.commit(false);
         }
         let state = State {
+            group: self
+                .group
+                .is_some()
+                .then(|| self.spec.settings.group.clone()),
             assignment: self.spec.assignment,
             partitions: self.partitions.clone(),
             streams: self
@@ -842,7 +892,11 @@ impl Reader {
     /// streams are this dataset's.
     pub fn restore(&mut self, bytes: &[u8]) -> Result<()> {
         let state = decode(bytes)?;
-        check_identity(&self.spec.entries, self.spec.assignment, &state)?;
+        if self.spec.subscribe {
+            check_group_identity(&self.spec.entries, &self.spec.settings.group, &state)?;
+        } else {
+            check_identity(&self.spec.entries, self.spec.assignment, &state)?;
+        }
         let restored = Self::start(self.spec.clone(), state)?;
         // The replaced reader must not commit its older position on the way out.
         self.commits = None;
@@ -871,14 +925,16 @@ impl Drop for Reader {
             Duration::ZERO
         };
         self.commit(true);
+        // Rebalances from here on (the close revokes everything) need no commit or read.
+        self.consumer.context().close(&self.consumer);
         // librdkafka wants every message and queue released before its handle goes.
         self.current = None;
         self.batch.clear();
         for stream in &mut self.streams {
             stream.head = None;
             stream.pending.clear();
+            stream.queue = None;
         }
-        self.queues.clear();
         // Closing waits for the commit above; an unreachable coordinator would hold it for up
         // to session.timeout.ms. Past a short wait, finish closing on a background thread so
         // TensorFlow's teardown (which holds its locks) never blocks on the network.

@@ -6,8 +6,9 @@ use crate::spec::{resolve_streams, Assignment, Cluster, Entry, Range, Start, Str
 
 const MAGIC: &[u8; 4] = b"KDST";
 /// Current format version. Version 2 added the worker assignment and the subscribed
-/// partitions; version 1 states (one reader owning everything) still decode.
-pub const FORMAT_VERSION: u16 = 2;
+/// partitions, version 3 the consumer group of a `subscribe` reader; older states still
+/// decode (version 1: one reader owning everything; 1 and 2: no group membership).
+pub const FORMAT_VERSION: u16 = 3;
 
 /// The saved position of one stream.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -25,6 +26,9 @@ pub struct StreamState {
 /// The saved position of a reader.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct State {
+    /// The consumer group whose member saved this (`subscribe` mode: the group assigned the
+    /// partitions, and `streams` are the ones it owned then); `None` for fixed partitions.
+    pub group: Option<String>,
     /// Which share of the partitions the reader owned.
     pub assignment: Assignment,
     /// Every partition the entries named (sorted), which the assignment split.
@@ -44,8 +48,8 @@ fn crc32(data: &[u8]) -> u32 {
     !crc
 }
 
-/// A topic as the decoder's `Cursor::topic` reads it: u32 length, then the UTF-8 bytes.
-fn put_topic(out: &mut Vec<u8>, topic: &str) {
+/// A name as the decoder's `Cursor::text` reads it: u32 length, then the UTF-8 bytes.
+fn put_text(out: &mut Vec<u8>, topic: &str) {
     out.extend_from_slice(&(topic.len() as u32).to_le_bytes());
     out.extend_from_slice(topic.as_bytes());
 }
@@ -55,16 +59,17 @@ pub fn encode(state: &State) -> Vec<u8> {
     let mut out = Vec::with_capacity(16 + state.streams.len() * 64);
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+    put_text(&mut out, state.group.as_deref().unwrap_or(""));
     out.extend_from_slice(&state.assignment.workers.to_le_bytes());
     out.extend_from_slice(&state.assignment.index.to_le_bytes());
     out.extend_from_slice(&(state.partitions.len() as u32).to_le_bytes());
     for (topic, partition) in &state.partitions {
-        put_topic(&mut out, topic);
+        put_text(&mut out, topic);
         out.extend_from_slice(&partition.to_le_bytes());
     }
     out.extend_from_slice(&(state.streams.len() as u32).to_le_bytes());
     for s in &state.streams {
-        put_topic(&mut out, &s.spec.topic);
+        put_text(&mut out, &s.spec.topic);
         out.extend_from_slice(&s.spec.partition.to_le_bytes());
         out.extend_from_slice(&(s.spec.ranges.len() as u32).to_le_bytes());
         for r in &s.spec.ranges {
@@ -102,11 +107,11 @@ impl<'a> Cursor<'a> {
     fn i64(&mut self) -> Result<i64> {
         Ok(i64::from_le_bytes(self.take(8)?.try_into().unwrap()))
     }
-    fn topic(&mut self) -> Result<String> {
+    fn text(&mut self) -> Result<String> {
         let len = self.u32()? as usize;
         std::str::from_utf8(self.take(len)?)
             .map(str::to_string)
-            .map_err(|_| corrupt("topic is not UTF-8"))
+            .map_err(|_| corrupt("a topic or group name is not UTF-8"))
     }
 }
 
@@ -138,6 +143,10 @@ pub fn decode(bytes: &[u8]) -> Result<State> {
         return Err(corrupt("checksum mismatch"));
     }
     let mut c = Cursor { data: &body[6..] };
+    let mut group = None;
+    if version >= 3 {
+        group = Some(c.text()?).filter(|g| !g.is_empty());
+    }
     let mut assignment = Assignment::SOLE;
     let mut partitions = Vec::new();
     if version >= 2 {
@@ -147,13 +156,13 @@ pub fn decode(bytes: &[u8]) -> Result<State> {
         let n = c.u32()? as usize;
         partitions.reserve(n.min(1 << 16));
         for _ in 0..n {
-            partitions.push((c.topic()?, c.i32()?));
+            partitions.push((c.text()?, c.i32()?));
         }
     }
     let n = c.u32()? as usize;
     let mut streams = Vec::with_capacity(n.min(1 << 16));
     for _ in 0..n {
-        let topic = c.topic()?;
+        let topic = c.text()?;
         let partition = c.i32()?;
         let nranges = c.u32()? as usize;
         let mut ranges = Vec::with_capacity(nranges.min(1 << 16));
@@ -194,6 +203,7 @@ pub fn decode(bytes: &[u8]) -> Result<State> {
         partitions.dedup();
     }
     Ok(State {
+        group,
         assignment,
         partitions,
         streams,
@@ -269,6 +279,14 @@ fn describe(streams: &[StreamSpec]) -> String {
 /// streams that `entries` resolve to (same topics, partitions, order and ranges), naming the
 /// first difference.
 pub fn check_identity(entries: &[Entry], assignment: Assignment, state: &State) -> Result<()> {
+    if let Some(group) = &state.group {
+        return Err(Error::new(
+            ErrorKind::FailedPrecondition,
+            format!(
+                "checkpoint does not match the dataset: it was saved by a member of consumer group \"{group}\" (subscribe=True), this dataset reads the partitions its entries name"
+            ),
+        ));
+    }
     if state.assignment != assignment {
         return Err(Error::new(
             ErrorKind::FailedPrecondition,
@@ -367,6 +385,36 @@ pub fn check_identity(entries: &[Entry], assignment: Assignment, state: &State) 
     Ok(())
 }
 
+/// Checks that `state` was saved by a member of `group` (`subscribe` mode) reading topics
+/// among `entries`: the partitions it owned then are where the next owner may resume.
+pub fn check_group_identity(entries: &[Entry], group: &str, state: &State) -> Result<()> {
+    let mismatch = |what: String| {
+        Error::new(
+            ErrorKind::FailedPrecondition,
+            format!("checkpoint does not match the dataset: {what}"),
+        )
+    };
+    match state.group.as_deref() {
+        None => Err(mismatch(format!(
+            "it was saved by a reader of fixed partitions, this dataset is a member of consumer group \"{group}\" (subscribe=True)"
+        ))),
+        Some(saved) if saved != group => Err(mismatch(format!(
+            "it was saved by a member of consumer group \"{saved}\", this dataset joins group \"{group}\""
+        ))),
+        Some(_) => match state
+            .streams
+            .iter()
+            .find(|s| !entries.iter().any(|e| e.topic == s.spec.topic))
+        {
+            Some(s) => Err(mismatch(format!(
+                "it holds a position in {}, whose topic the dataset does not subscribe to",
+                s.spec.name()
+            ))),
+            None => Ok(()),
+        },
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -392,6 +440,7 @@ mod tests {
         partitions.sort();
         partitions.dedup();
         State {
+            group: None,
             assignment: Assignment::SOLE,
             partitions,
             streams: streams
@@ -408,6 +457,7 @@ mod tests {
 
     fn sample() -> State {
         State {
+            group: None,
             assignment: Assignment {
                 workers: 3,
                 index: 1,
@@ -454,8 +504,54 @@ mod tests {
     #[test]
     fn rejects_future_versions_by_number() {
         let mut b = encode(&sample());
-        b[4] = 3;
-        assert!(decode(&b).unwrap_err().message.contains("format version 3"));
+        b[4] = 4;
+        assert!(decode(&b).unwrap_err().message.contains("format version 4"));
+    }
+
+    #[test]
+    fn round_trips_a_group_members_state() {
+        let member = State {
+            group: Some("trainers".into()),
+            ..sole(vec![stream("a", 3, &[(120, -1)])])
+        };
+        assert_eq!(decode(&encode(&member)).unwrap(), member);
+    }
+
+    #[test]
+    fn decodes_version_2_states() {
+        // Version 2 is version 3 without the group name that follows the version number.
+        let mut v2 = encode(&sample());
+        v2.truncate(v2.len() - 4);
+        assert_eq!(&v2[6..10], &[0, 0, 0, 0], "empty group name");
+        v2.drain(6..10);
+        v2[4] = 2;
+        let crc = crc32(&v2);
+        v2.extend_from_slice(&crc.to_le_bytes());
+        assert_eq!(decode(&v2).unwrap(), sample());
+    }
+
+    #[test]
+    fn group_identity_names_the_group_and_the_mode() {
+        let entries = parse_entries(&["a".into(), "b".into()]).unwrap();
+        let member = State {
+            group: Some("g1".into()),
+            ..sole(vec![stream("a", 3, &[(120, -1)])])
+        };
+        check_group_identity(&entries, "g1", &member).unwrap();
+        let e = check_group_identity(&entries, "g2", &member).unwrap_err();
+        assert!(
+            e.message.contains("\"g1\"") && e.message.contains("\"g2\""),
+            "{e}"
+        );
+        let only_b = parse_entries(&["b".into()]).unwrap();
+        let e = check_group_identity(&only_b, "g1", &member).unwrap_err();
+        assert!(e.message.contains("a:3"), "{e}");
+        let fixed = sole(vec![stream("a", 3, &[(0, -1)])]);
+        let e = check_group_identity(&entries, "g1", &fixed).unwrap_err();
+        assert!(e.message.contains("fixed partitions"), "{e}");
+        let e = check_identity(&entries, Assignment::SOLE, &member).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::FailedPrecondition);
+        assert!(e.message.contains("subscribe=True"), "{e}");
     }
 
     #[test]
@@ -521,6 +617,7 @@ mod tests {
         let all = vec![("a".into(), 0), ("a".into(), 1), ("b".into(), 0)];
         // Worker 1 of 2 owns a:1 and b:0 (FNV-1a of "a" is even, of "b" odd).
         let state = State {
+            group: None,
             assignment: Assignment {
                 workers: 2,
                 index: 1,

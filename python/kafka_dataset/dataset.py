@@ -17,7 +17,8 @@ from kafka_dataset import _loader
 # Keyword-only extensions (DESIGN.md §2); each defaults to "off" so the seed constructor keeps
 # its meaning. batch_size=N: each element is a 1-D batch of 1..N messages filled natively.
 # num_workers / worker_index: read only this worker's share of the partitions.
-EXTENSIONS = frozenset({"batch_size", "num_workers", "worker_index"})
+# subscribe: join the consumer group and read the partitions it assigns.
+EXTENSIONS = frozenset({"batch_size", "num_workers", "worker_index", "subscribe"})
 
 
 def _check_extensions(extensions):
@@ -158,6 +159,11 @@ class KafkaDatasetV2(dataset_ops.DatasetSource):
             (fnv1a32(t) + p) % N (32-bit FNV-1a of the topic name), so every partition has
             exactly one owner; checkpoints record the split and restore only into the same
             (N, i). See `kafka_dataset.distributed_dataset` for `tf.distribute`.
+            `subscribe=True`: consumer-group mode. Each iterator joins `group` (required) and
+            reads the partitions the group assigns it, moving them on rebalances
+            (cooperative-sticky); entries are topic names. A partition starts at the group's
+            committed offset (its log start when none), emitted offsets are committed
+            periodically, on save, on revoke and on close: at-least-once, see the README.
         """
         _check_extensions(extensions)
         batch_size = _int_extension(extensions, "batch_size", 0)
@@ -167,6 +173,12 @@ class KafkaDatasetV2(dataset_ops.DatasetSource):
         # Ranges are checked by the core (InvalidArgument naming the value).
         num_workers = _int_extension(extensions, "num_workers", 1)
         worker_index = _int_extension(extensions, "worker_index", 0)
+        subscribe = extensions.get("subscribe", False)
+        if not isinstance(subscribe, (bool, np.bool_)):
+            raise TypeError(
+                "KafkaDataset: subscribe must be a Python bool, got %s %r"
+                % (type(subscribe).__name__, subscribe)
+            )
         if not isinstance(message_key, (bool, np.bool_)):
             raise TypeError(
                 "KafkaDataset: message_key must be a Python bool, got %s %r"
@@ -197,6 +209,8 @@ class KafkaDatasetV2(dataset_ops.DatasetSource):
         if (num_workers, worker_index) != (1, 0):
             attrs["num_workers"] = num_workers
             attrs["worker_index"] = worker_index
+        if subscribe:
+            attrs["subscribe"] = True
         variant_tensor = getattr(ops, _loader.OP_FUNCTION)(
             self._topics,
             self._servers,

@@ -79,6 +79,8 @@ pub struct kd_dataset_options {
     pub num_workers: i64,
     /// This worker, `0..num_workers`.
     pub worker_index: i64,
+    /// Join the consumer group and read the partitions it assigns (entries are topic names).
+    pub subscribe: bool,
 }
 
 /// What [`kd_reader_next`] produced.
@@ -310,6 +312,11 @@ pub unsafe extern "C" fn kd_dataset_new(
             )?,
         )?
         .with_assignment(Assignment::new(options.num_workers, options.worker_index)?);
+        let spec = if options.subscribe {
+            spec.with_subscription()?
+        } else {
+            spec
+        };
         *out_dataset = Box::into_raw(Box::new(kd_dataset { spec }));
         Ok(())
     })
@@ -604,6 +611,7 @@ mod tests {
             config_topic_len: 0,
             num_workers: 1,
             worker_index: 0,
+            subscribe: false,
         }
     }
 
