@@ -226,7 +226,11 @@ def test_a_restored_member_resumes_after_its_checkpoint(kafka, kd, group_topic, 
     # Commits only on save and close (1 h interval), then dies without closing: the
     # checkpoint's position is all the group has. A short session: the dead member is
     # dropped from the group in seconds.
-    config = ["auto.commit.interval.ms=3600000", "session.timeout.ms=6000", "heartbeat.interval.ms=500"]
+    config = [
+        "auto.commit.interval.ms=3600000",
+        "session.timeout.ms=6000",
+        "heartbeat.interval.ms=500",
+    ]
     first = start_member(
         tmp_path,
         "first",
