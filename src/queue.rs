@@ -7,10 +7,12 @@ use std::ffi::CString;
 use std::os::raw::c_void;
 use std::ptr::NonNull;
 use std::sync::Arc;
+use std::time::Duration;
 
 use rdkafka::bindings as rd;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::TopicPartitionList;
 
 /// Most messages taken from a partition queue in one call. Taken messages stay in librdkafka's
 /// fetch buffers (nothing is copied) but leave its queue accounting, so this is how far a
@@ -34,6 +36,39 @@ pub fn main_queue_len<C: ConsumerContext>(consumer: &BaseConsumer<C>) -> usize {
         let len = rd::rd_kafka_queue_length(queue);
         rd::rd_kafka_queue_destroy(queue);
         len
+    }
+}
+
+/// Commits `offsets` for `consumer`'s group and waits at most `wait` for the broker's answer;
+/// true when it confirmed the commit. (librdkafka's synchronous commit has no deadline: with
+/// the coordinator down it waits up to `session.timeout.ms`.)
+pub fn commit_within<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    offsets: &TopicPartitionList,
+    wait: Duration,
+) -> bool {
+    let wait_ms = i32::try_from(wait.as_millis()).unwrap_or(i32::MAX);
+    // SAFETY: live client handle and list; the reply queue is ours and released here (a late
+    // reply to a released queue is dropped by librdkafka).
+    unsafe {
+        let rk = consumer.client().native_ptr();
+        let replies = rd::rd_kafka_queue_new(rk);
+        if replies.is_null() {
+            return false;
+        }
+        let sent =
+            rd::rd_kafka_commit_queue(rk, offsets.ptr(), replies, None, std::ptr::null_mut());
+        let mut confirmed = false;
+        if sent == rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
+            let event = rd::rd_kafka_queue_poll(replies, wait_ms);
+            if !event.is_null() {
+                confirmed = rd::rd_kafka_event_error(event)
+                    == rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR;
+                rd::rd_kafka_event_destroy(event);
+            }
+        }
+        rd::rd_kafka_queue_destroy(replies);
+        confirmed
     }
 }
 

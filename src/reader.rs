@@ -17,7 +17,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use crate::dataset::DatasetSpec;
 use crate::error::{Error, ErrorKind, Result};
 use crate::merge::{decide, Decision, Gate};
-use crate::queue::{main_queue_len, Notify, PartitionQueue, RawMessage};
+use crate::queue::{commit_within, main_queue_len, Notify, PartitionQueue, RawMessage};
 use crate::spec::{resolve_streams, Cluster, Start, StreamSpec};
 use crate::state::{check_group_identity, check_identity, decode, encode, State, StreamState};
 
@@ -591,12 +591,13 @@ impl Reader {
         self.gates.clear();
         self.gates.extend(self.streams.iter().map(Stream::gate));
         let decision = decide(&self.gates, now, self.spec.timeout);
-        if let Decision::Emit {
-            stream,
-            passed_idle,
-        } = decision
-        {
-            self.emit(stream, passed_idle);
+        match decision {
+            Decision::Emit {
+                stream,
+                passed_idle,
+            } => self.emit(stream, passed_idle),
+            Decision::End => self.leave_group(),
+            Decision::Wait { .. } => {}
         }
         Ok(decision)
     }
@@ -624,9 +625,19 @@ impl Reader {
     /// last commit, or of every stream when `all` (so a failed commit is retried on save and
     /// close). A no-op without a user-given group.
     fn commit(&mut self, all: bool) {
-        let Some(commits) = self.commits.as_mut() else {
-            return;
-        };
+        if let Some(positions) = self.uncommitted(all) {
+            // Best effort: a failed commit only delays what lag tools show; the position that
+            // matters is the one in the checkpoint.
+            let _ = self
+                .consumer
+                .commit(&positions, rdkafka::consumer::CommitMode::Async);
+        }
+    }
+
+    /// The positions a commit should carry (see [`Reader::commit`]), marked as committed; none
+    /// without a user-given group or when nothing moved.
+    fn uncommitted(&mut self, all: bool) -> Option<TopicPartitionList> {
+        let commits = self.commits.as_mut()?;
         commits.due = Instant::now() + commits.interval;
         let mut tpl = TopicPartitionList::new();
         for stream in self.streams.iter_mut() {
@@ -642,13 +653,7 @@ impl Reader {
                 stream.committed = stream.next_offset;
             }
         }
-        if tpl.count() > 0 {
-            // Best effort: a failed commit only delays what lag tools show; the position that
-            // matters is the one in the checkpoint.
-            let _ = self
-                .consumer
-                .commit(&tpl, rdkafka::consumer::CommitMode::Async);
-        }
+        (tpl.count() > 0).then_some(tpl)
     }
 
     /// Moves a stream past its current range: seeks over a gap, or stops fetching after the
@@ -909,8 +914,9 @@ impl Reader {
 /// reads the clock and serves the consumer's main queue (errors, commit results) again.
 const FAST_STEPS: u32 = 64;
 
-/// How long dropping a reader waits for its consumer to close before leaving the rest of the
-/// close to a background thread.
+/// How long dropping a reader waits for its final commit and its consumer's close before
+/// leaving the rest of the close to a background thread; also how long a group member waits
+/// for the commit of partitions it gives up.
 const CLOSE_WAIT: Duration = Duration::from_secs(2);
 
 impl Drop for Reader {
@@ -924,7 +930,13 @@ impl Drop for Reader {
         } else {
             Duration::ZERO
         };
-        self.commit(true);
+        let deadline = Instant::now() + wait;
+        // The final commit, waited for (within the same short wait): a group member's
+        // partitions go to their next owner, which starts where this commit says.
+        let left = self.group.as_ref().is_some_and(Membership::has_left);
+        if let Some(positions) = self.uncommitted(true).filter(|_| !left) {
+            commit_within(&self.consumer, &positions, wait);
+        }
         // Rebalances from here on (the close revokes everything) need no commit or read.
         self.consumer.context().close(&self.consumer);
         // librdkafka wants every message and queue released before its handle goes.
@@ -935,11 +947,11 @@ impl Drop for Reader {
             stream.pending.clear();
             stream.queue = None;
         }
-        // Closing waits for the commit above; an unreachable coordinator would hold it for up
-        // to session.timeout.ms. Past a short wait, finish closing on a background thread so
-        // TensorFlow's teardown (which holds its locks) never blocks on the network.
+        // Closing (leaving the group, waiting for outstanding requests) could take up to
+        // session.timeout.ms with an unreachable coordinator. Past the short wait, finish
+        // closing on a background thread so TensorFlow's teardown (which holds its locks)
+        // never blocks on the network.
         if !wait.is_zero() && self.consumer.close_queue().is_ok() {
-            let deadline = Instant::now() + wait;
             while !self.consumer.closed() && Instant::now() < deadline {
                 self.consumer.poll(Duration::from_millis(5));
             }

@@ -21,7 +21,8 @@ PARTITIONS = 6
 PER_PARTITION = 150
 
 # One group member: reads with eof=True, writes every value to `out` as it goes (one line per
-# element, flushed), sleeps `delay` s per element (so that rebalances happen mid-read), and
+# element, flushed), sleeps `delay` s per element (so that rebalances happen mid-read; with
+# `slow_while` = [path, n], only while the file `path` has fewer than n lines), and
 # after `leave_after` elements either leaves cleanly (the iterator is destroyed) or, with
 # `kill`, SIGKILLs itself. With `save_after` it writes a checkpoint first; with `restore` it
 # restores one.
@@ -30,6 +31,12 @@ import json, os, signal, sys, time
 import tensorflow as tf
 import kafka_dataset
 args = json.loads(sys.argv[1])
+def lines(path):
+    try:
+        with open(path) as f:
+            return sum(1 for _ in f)
+    except FileNotFoundError:
+        return 0
 signal.alarm(90)  # a hung member dies instead of hanging the test
 ds = kafka_dataset.KafkaDataset(args["topics"], servers=args["servers"], group=args["group"],
                                 eof=True, timeout=300, subscribe=True,
@@ -49,7 +56,9 @@ for value in it:
         if args.get("kill"):
             os.kill(os.getpid(), signal.SIGKILL)
         break
-    time.sleep(args.get("delay", 0))
+    slow_while = args.get("slow_while")
+    if slow_while is None or lines(slow_while[0]) < slow_while[1]:
+        time.sleep(args.get("delay", 0))
 del ckpt, it
 out.write("DONE\n")
 """
@@ -128,7 +137,10 @@ def sweep(kd, servers, topic, group):
 def test_a_member_joins_then_leaves_nothing_lost_nothing_repeated(kafka, kd, group_topic, tmp_path):
     topic, everything = group_topic
     group, servers = kafka.new_group(), kafka.servers
-    a = start_member(tmp_path, "a", servers, topic, group, delay=0.02)
+    # a reads slowly until c has left (100 values and DONE), so that it still reads when c
+    # joins and when c's partitions come back.
+    slow = [str(tmp_path / "c.txt"), 101]
+    a = start_member(tmp_path, "a", servers, topic, group, delay=0.03, slow_while=slow)
     kt.wait_for(lambda: values_of(a[1]), 60, "member a reading")
     c = start_member(tmp_path, "c", servers, topic, group, delay=0.02, leave_after=100)
     for proc, _ in (c, a):
@@ -156,8 +168,9 @@ def test_two_members_a_third_joins_then_leaves_nothing_lost(kafka, kd, group_top
     member still owns), so on tansu the repeats are counted, not asserted."""
     topic, everything = group_topic
     group, servers = kafka.new_group(), kafka.servers
-    a = start_member(tmp_path, "a", servers, topic, group, delay=0.02)
-    b = start_member(tmp_path, "b", servers, topic, group, delay=0.02)
+    slow = [str(tmp_path / "c.txt"), 101]
+    a = start_member(tmp_path, "a", servers, topic, group, delay=0.03, slow_while=slow)
+    b = start_member(tmp_path, "b", servers, topic, group, delay=0.03, slow_while=slow)
     kt.wait_for(lambda: values_of(a[1]) and values_of(b[1]), 60, "members a and b reading")
     c = start_member(tmp_path, "c", servers, topic, group, delay=0.02, leave_after=100)
     for proc, _ in (c, a, b):
@@ -196,7 +209,10 @@ def test_a_member_killed_repeats_only_what_it_emitted_after_its_last_commit(
     servers = kafka.servers
     # Short session so the group notices the dead member quickly; commits every 200 ms.
     config = ["session.timeout.ms=6000", "heartbeat.interval.ms=500", "auto.commit.interval.ms=200"]
-    a = start_member(tmp_path, "a", servers, topic, group, delay=0.02, config=config)
+    slow = [str(tmp_path / "c.txt"), 100]
+    a = start_member(
+        tmp_path, "a", servers, topic, group, delay=0.03, config=config, slow_while=slow
+    )
     kt.wait_for(lambda: values_of(a[1]), 60, "member a reading")
     c = start_member(
         tmp_path, "c", servers, topic, group, delay=0.02, config=config, leave_after=100, kill=True
@@ -219,13 +235,15 @@ def test_a_member_killed_repeats_only_what_it_emitted_after_its_last_commit(
     assert len(union) - len(set(union)) == len(repeated)
 
 
-def test_a_restored_member_resumes_after_its_checkpoint(kafka, kd, group_topic, tmp_path):
+@pytest.mark.parametrize("committed_at", ["behind", "ahead"])
+def test_a_restored_member_starts_at_its_checkpoint_or_the_committed_offset_if_later(
+    kafka, kd, group_topic, tmp_path, committed_at
+):
     topic, everything = group_topic
     group = kafka.new_group()
     save = str(tmp_path / "ckpt")
-    # Commits only on save and close (1 h interval), then dies without closing: the
-    # checkpoint's position is all the group has. A short session: the dead member is
-    # dropped from the group in seconds.
+    # Commits only on save and close (1 h interval); a short session, so that the killed
+    # member is out of the group in seconds.
     config = [
         "auto.commit.interval.ms=3600000",
         "session.timeout.ms=6000",
@@ -247,16 +265,50 @@ def test_a_restored_member_resumes_after_its_checkpoint(kafka, kd, group_topic, 
     assert code == -signal.SIGKILL
     got_first = values_of(first[1])
     assert len(got_first) == 400
+    # The save committed the checkpoint's positions; move the group's offsets so that the
+    # restore has to decide: back to 0 (the checkpoint is later: it wins), or to where the
+    # killed member was (later than the checkpoint: the group's offsets win, nothing rewinds).
+    if committed_at == "behind":
+        positions = {p: 0 for p in range(PARTITIONS)}
+    else:
+        positions = {p: 0 for p in range(PARTITIONS)}
+        for v in got_first:
+            p, offset = map(int, v.split(":"))
+            positions[p] = max(positions[p], offset + 1)
+    kt.wait_for(
+        lambda: commit_offsets(kafka.servers, group, topic, positions),
+        30,
+        "the group to accept commits (the killed member timed out)",
+    )
+    assert committed(kafka.servers, group, topic) == positions
     second = start_member(
         tmp_path, "second", kafka.servers, topic, group, config=config, restore=save
     )
     code, err = finish(second[0])
     assert code == 0, err[-3000:]
     got_second = values_of(second[1])
-    # Resumes exactly after the 300 saved: the 100 emitted after the save come again.
-    assert set(got_first[:300]) | set(got_second) == everything
-    assert set(got_first[:300]).isdisjoint(got_second)
-    assert set(got_first[300:]) <= set(got_second)
+    if committed_at == "behind":
+        # Exactly after the 300 saved: the 100 emitted after the save come again.
+        assert set(got_first[:300]) | set(got_second) == everything
+        assert set(got_first[:300]).isdisjoint(got_second)
+        assert set(got_first[300:]) <= set(got_second)
+    else:
+        assert sorted(got_first + got_second) == sorted(everything)
+
+
+def commit_offsets(servers, group, topic, positions):
+    """Commits `positions` for `group` from outside it; False while the broker refuses."""
+    from confluent_kafka import Consumer, KafkaException, TopicPartition
+
+    consumer = Consumer({"bootstrap.servers": servers, "group.id": group})
+    try:
+        offsets = [TopicPartition(topic, p, o) for p, o in positions.items()]
+        consumer.commit(offsets=offsets, asynchronous=False)
+        return True
+    except KafkaException:
+        return False
+    finally:
+        consumer.close()
 
 
 def test_bad_subscribe_arguments_are_invalid_argument(kafka, kd):

@@ -7,15 +7,16 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
-use super::{kafka_error, Reader, Stream};
+use super::{kafka_error, Reader, Stream, CLOSE_WAIT};
 use crate::error::{Error, ErrorKind, Result};
-use crate::queue::PartitionQueue;
+use crate::queue::{commit_within, PartitionQueue};
 use crate::spec::{Range, StreamSpec, UNLIMITED};
 use crate::state::StreamState;
 
@@ -61,6 +62,13 @@ impl ReaderContext {
 
     fn take(&self) -> Vec<Rebalance> {
         std::mem::take(&mut *self.pending.lock())
+    }
+
+    /// Returns rebalances not yet acted on, ahead of any that arrived since.
+    fn put_back(&self, rebalances: Vec<Rebalance>) {
+        let mut pending = self.pending.lock();
+        let newer = std::mem::replace(&mut *pending, rebalances);
+        pending.extend(newer);
     }
 }
 
@@ -114,6 +122,8 @@ pub(super) struct Membership {
     /// `subscribe` is called on the first read, so that a restore right after the iterator
     /// is made does not join the group twice.
     subscribed: bool,
+    /// Left the group after reading everything it owned (`eof`).
+    left: bool,
     /// Positions from a restored checkpoint: an assigned partition never starts below them.
     floors: HashMap<(String, i32), StreamState>,
 }
@@ -123,11 +133,17 @@ impl Membership {
         Membership {
             topics,
             subscribed: false,
+            left: false,
             floors: restored
                 .into_iter()
                 .map(|s| ((s.spec.topic.clone(), s.spec.partition), s))
                 .collect(),
         }
+    }
+
+    /// Whether the member left the group (its final commit is done).
+    pub(super) fn has_left(&self) -> bool {
+        self.left
     }
 
     /// Where a stream of `topic:partition` sorts among the member's streams.
@@ -139,10 +155,15 @@ impl Membership {
 
 impl Reader {
     /// Joins the group on the first call, then acts on the rebalances librdkafka announced.
+    /// A rebalance that fails (e.g. the committed offsets cannot be read) is kept, with the
+    /// ones after it, and retried on the next call; the error is returned.
     pub(super) fn serve_group(&mut self) -> Result<()> {
         let Some(group) = self.group.as_mut() else {
             return Ok(());
         };
+        if group.left {
+            return Ok(());
+        }
         if !group.subscribed {
             let topics: Vec<&str> = group.topics.iter().map(String::as_str).collect();
             self.consumer
@@ -150,31 +171,45 @@ impl Reader {
                 .map_err(|e| kafka_error("subscribing to the topics", &e))?;
             group.subscribed = true;
         }
-        for rebalance in self.consumer.context().take() {
-            match rebalance {
-                Rebalance::Assign(partitions) => self.take_partitions(partitions)?,
+        let mut rebalances = self.consumer.context().take().into_iter();
+        while let Some(rebalance) = rebalances.next() {
+            let done = match &rebalance {
+                Rebalance::Assign(partitions) => self.take_partitions(partitions),
                 Rebalance::Revoke { partitions, lost } => {
-                    self.release_partitions(&partitions, lost)?
+                    self.release_partitions(partitions, *lost)
                 }
+            };
+            if let Err(e) = done {
+                self.consumer
+                    .context()
+                    .put_back(std::iter::once(rebalance).chain(rebalances).collect());
+                self.wake
+                    .main_ready
+                    .store(true, std::sync::atomic::Ordering::Relaxed);
+                return Err(e);
             }
         }
         Ok(())
     }
 
     /// Starts reading newly assigned partitions at the group's committed offset, or the
-    /// restored checkpoint's position if that is further, or else the log start.
-    fn take_partitions(&mut self, partitions: Vec<(String, i32)>) -> Result<()> {
+    /// restored checkpoint's position if that is further, or else the log start. Nothing
+    /// changes unless every step succeeds.
+    fn take_partitions(&mut self, partitions: &[(String, i32)]) -> Result<()> {
         let deadline = self.spec.metadata_deadline();
         let mut asked = TopicPartitionList::new();
-        for (topic, partition) in &partitions {
+        for (topic, partition) in partitions {
             asked.add_partition(topic, *partition);
         }
         let committed = self
             .consumer
             .committed_offsets(asked, deadline)
             .map_err(|e| kafka_error("committed offsets of newly assigned partitions", &e))?;
+        let group = self.group.as_ref().expect("a group member");
         let mut assignment = TopicPartitionList::new();
+        let mut taken = Vec::with_capacity(partitions.len());
         for (topic, partition) in partitions {
+            let (topic, partition) = (topic.clone(), *partition);
             let name = format!("{topic}:{partition}");
             let stored = match committed
                 .find_partition(&topic, partition)
@@ -183,7 +218,6 @@ impl Reader {
                 Some(Offset::Offset(o)) if o >= 0 => Some(o),
                 _ => None,
             };
-            let group = self.group.as_ref().expect("a group member");
             let floor = group.floors.get(&(topic.clone(), partition));
             let start = match stored.max(floor.map(|f| f.next_offset)) {
                 Some(offset) => offset,
@@ -194,8 +228,14 @@ impl Reader {
                         .0
                 }
             };
-            let partition_time = floor.map_or(-1, |f| f.partition_time);
-            let order = group.order(&topic, partition);
+            // Split the queue before assigning, so no message reaches the main queue.
+            let queue = PartitionQueue::new(&self.consumer, &topic, partition, self.wake.clone())
+                .ok_or_else(|| {
+                Error::new(ErrorKind::Internal, format!("no queue for {name}"))
+            })?;
+            assignment
+                .add_partition_offset(&topic, partition, Offset::Offset(start))
+                .map_err(|e| kafka_error(&name, &e))?;
             let mut stream = Stream::from_state(StreamState {
                 spec: StreamSpec {
                     topic,
@@ -207,30 +247,27 @@ impl Reader {
                 },
                 next_offset: start,
                 finished: false,
-                partition_time,
+                partition_time: floor.map_or(-1, |f| f.partition_time),
             });
-            // Split the queue before assigning, so no message reaches the main queue.
-            stream.queue = Some(
-                PartitionQueue::new(
-                    &self.consumer,
-                    &stream.spec.topic,
-                    partition,
-                    self.wake.clone(),
-                )
-                .ok_or_else(|| Error::new(ErrorKind::Internal, format!("no queue for {name}")))?,
-            );
-            assignment
-                .add_partition_offset(&stream.spec.topic, partition, Offset::Offset(start))
-                .map_err(|e| kafka_error(&name, &e))?;
+            stream.queue = Some(queue);
+            taken.push(stream);
+        }
+        // A partition this member read to its end before (eof) was paused; it fetches again.
+        self.consumer
+            .resume(&assignment)
+            .map_err(|e| kafka_error("resuming the partitions the group assigned", &e))?;
+        self.consumer
+            .incremental_assign(&assignment)
+            .map_err(|e| kafka_error("taking the partitions the group assigned", &e))?;
+        for stream in taken {
+            let order = group.order(&stream.spec.topic, stream.spec.partition);
             let at = self
                 .streams
                 .partition_point(|s| group.order(&s.spec.topic, s.spec.partition) < order);
             self.streams.insert(at, stream);
         }
         self.renumber_heads();
-        self.consumer
-            .incremental_assign(&assignment)
-            .map_err(|e| kafka_error("taking the partitions the group assigned", &e))
+        Ok(())
     }
 
     /// Stops reading revoked partitions: commits what was emitted from them (unless the
@@ -244,18 +281,18 @@ impl Reader {
         if !lost {
             let mut positions = TopicPartitionList::new();
             for s in self.streams.iter().filter(|s| leaving(s)) {
-                positions
-                    .add_partition_offset(
-                        &s.spec.topic,
-                        s.spec.partition,
-                        Offset::Offset(s.next_offset),
-                    )
-                    .map_err(|e| kafka_error(&s.spec.name(), &e))?;
+                // Offsets here are emitted positions (>= 0): adding cannot fail.
+                let _ = positions.add_partition_offset(
+                    &s.spec.topic,
+                    s.spec.partition,
+                    Offset::Offset(s.next_offset),
+                );
             }
-            // Synchronous: the next owner reads this commit as its start. Should it fail, the
-            // next owner starts at the last successful commit: the documented duplicates.
+            // Waited for (briefly): the next owner starts where this commit says. Should it
+            // fail or time out, the next owner starts at the last successful commit: the
+            // documented duplicates.
             if positions.count() > 0 {
-                let _ = self.consumer.commit(&positions, CommitMode::Sync);
+                commit_within(&self.consumer, &positions, CLOSE_WAIT);
             }
         }
         // Messages of released partitions go back to librdkafka before the unassign.
@@ -270,6 +307,29 @@ impl Reader {
         self.consumer
             .incremental_unassign(&released)
             .map_err(|e| kafka_error("releasing the partitions the group revoked", &e))
+    }
+
+    /// With `eof`, a member whose partitions all ended leaves the group (after committing),
+    /// so that its partitions, and any the group would hand it later, go to members that
+    /// still read: an ended iterator is never polled again.
+    pub(super) fn leave_group(&mut self) {
+        let Some(group) = self.group.as_mut() else {
+            return;
+        };
+        if group.left || !group.subscribed {
+            return;
+        }
+        group.left = true;
+        let deadline = Instant::now() + CLOSE_WAIT;
+        if let Some(positions) = self.uncommitted(true) {
+            commit_within(&self.consumer, &positions, CLOSE_WAIT);
+        }
+        // The revocation that unsubscribing starts completes on its own from here.
+        self.consumer.context().close(&self.consumer);
+        self.consumer.unsubscribe();
+        while self.consumer.assignment().is_ok_and(|a| a.count() > 0) && Instant::now() < deadline {
+            self.consumer.poll(Duration::from_millis(5));
+        }
     }
 
     /// Buffered heads name their stream by index; streams moved.
