@@ -194,8 +194,17 @@ class Broker:
         self.stop()
 
 
-def start_tansu(binary=None, host="127.0.0.1", port=None, log_path=None, ready_timeout=60.0):
-    """Starts tansu with memory storage on ``host:port`` (a free port if None) and waits for it."""
+def start_tansu(
+    binary=None,
+    host="127.0.0.1",
+    port=None,
+    log_path=None,
+    ready_timeout=60.0,
+    storage="memory://tansu/",
+    cwd=None,
+):
+    """Starts tansu on ``host:port`` (a free port if None) and waits for it. ``storage`` is its
+    storage engine URL (``sqlite://tansu.db`` keeps data across restarts, in ``cwd``)."""
     binary = binary or find_tansu()
     attempts = 1 if port else 3
     for attempt in range(attempts):
@@ -218,7 +227,7 @@ def start_tansu(binary=None, host="127.0.0.1", port=None, log_path=None, ready_t
             "--advertised-listener-url",
             url,
             "--storage-engine",
-            "memory://tansu/",
+            storage,
         ]
         log.write(("$ %s\n" % " ".join(argv)).encode())
         log.flush()
@@ -228,6 +237,7 @@ def start_tansu(binary=None, host="127.0.0.1", port=None, log_path=None, ready_t
             stdout=log,
             stderr=subprocess.STDOUT,
             env=env,
+            cwd=cwd,
             preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
         )
         broker = Broker("%s:%d" % (host, chosen), process, path)
