@@ -6,6 +6,9 @@ use crate::config::{last_value, Settings};
 use crate::error::{Error, Result};
 use crate::spec::{parse_entries, Assignment, Entry, Partitions, Start, UNLIMITED};
 
+/// Largest `timeout` (ms): librdkafka's own timeouts are 32-bit milliseconds (~24.8 days).
+pub const MAX_TIMEOUT_MS: i64 = i32::MAX as i64;
+
 /// The dataset's inputs, parsed and validated. Immutable and shared by all its iterators.
 #[derive(Clone, Debug)]
 pub struct DatasetSpec {
@@ -35,9 +38,9 @@ impl DatasetSpec {
         config_global: &[String],
         config_topic: &[String],
     ) -> Result<Self> {
-        if timeout_ms <= 0 {
+        if !(1..=MAX_TIMEOUT_MS).contains(&timeout_ms) {
             return Err(Error::invalid(format!(
-                "timeout must be > 0 milliseconds, got {timeout_ms}"
+                "timeout must be in 1..={MAX_TIMEOUT_MS} milliseconds, got {timeout_ms}"
             )));
         }
         let entries = parse_entries(topics)?;

@@ -50,6 +50,37 @@ CASES = [
     ("timeout-zero", dict(timeout=0), IA, ["timeout"]),
     ("timeout-negative", dict(timeout=-5), IA, ["timeout"]),
     ("empty-servers", dict(servers=""), IA, ["servers", "bootstrap"]),
+    ("timeout-huge", dict(timeout=2**40), IA, ["timeout"]),
+    ("unicode-topic", dict(topics=["t\u00f3pico:0"]), IA, ["t\u00f3pico"]),
+    ("leading-space", dict(topics=[" {t}:0"]), IA, [" {t}:0"]),
+    ("nul-in-topic", dict(topics=["{t}\0x:0"]), IA, ["{t}"]),
+    ("empty-partition-field", dict(topics=["{t}::5"]), IA, ['""', "{t}::5"]),
+    ("offset-overflow", dict(topics=["{t}:0:99999999999999999999"]), IA, ["99999999999999999999"]),
+    ("bad-named-start", dict(topics=["{t}:0:yesterday"]), IA, ["yesterday"]),
+    ("bad-timestamp-start", dict(topics=["{t}:0:@soon"]), IA, ["@soon"]),
+    ("empty-topic-list", dict(topics=[]), IA, ["topics"]),
+    ("huge-duplicate-list", dict(topics=["{t}:0"] * 5000), IA, ["{t}:0"]),
+    ("empty-config-key", dict(config_global=["=1"]), IA, ["config_global[0]"]),
+    (
+        "reserved-config-key",
+        dict(config_global=["enable.auto.commit=true"]),
+        IA,
+        ["enable.auto.commit"],
+    ),
+    (
+        "budget-zero",
+        dict(config_global=["kafka_dataset.prefetch.budget.mb=0"]),
+        IA,
+        ["kafka_dataset.prefetch.budget.mb"],
+    ),
+    (
+        "budget-in-topic-config",
+        dict(config_topic=["kafka_dataset.prefetch.budget.mb=64"]),
+        IA,
+        ["kafka_dataset.prefetch.budget.mb"],
+    ),
+    ("workers-negative", dict(num_workers=-1), IA, ["num_workers", "-1"]),
+    ("worker-index-too-big", dict(num_workers=2, worker_index=2), IA, ["worker_index", "2"]),
     ("unknown-topic", dict(topics=["{t}-does-not-exist:0"]), NF, ["{t}-does-not-exist"]),
     (
         "unknown-topic-all-partitions",
@@ -72,6 +103,10 @@ def topic(broker):
         [(p, b"ok-%d-%d" % (p, i), None, BASE_TS + 10 * i + p) for i in range(3) for p in range(2)],
     )
     return name
+
+
+def test_at_least_thirty_bad_inputs_are_covered():
+    assert len(CASES) + len(RAW_OP_CASES) >= 30
 
 
 def _kwargs(case_kwargs, topic, servers):
@@ -154,3 +189,53 @@ def test_process_survives_all_bad_inputs(kd, broker, topic):
     )
     expected = [b"ok-%d-%d" % (p, i) for i in range(3) for p in range(2)]
     assert eager_values(ds) == expected
+
+
+def _raw_inputs(topic, servers):
+    return dict(
+        topics=tf.constant([topic + ":0"]),
+        servers=tf.constant(servers),
+        group=tf.constant(""),
+        eof=tf.constant(True),
+        timeout=tf.constant(500, tf.int64),
+        config_global=tf.constant([], tf.string),
+        config_topic=tf.constant([], tf.string),
+    )
+
+
+# Raw op calls with wrong shapes or attributes (what the Python class prevents): (id, input
+# overrides, attribute overrides, substring of the message).
+RAW_OP_CASES = [
+    ("topics-matrix", dict(topics=tf.constant([["a:0"]])), {}, "topics"),
+    ("servers-vector", dict(servers=tf.constant(["a", "b"])), {}, "servers"),
+    ("group-vector", dict(group=tf.constant(["g"])), {}, "group"),
+    ("eof-vector", dict(eof=tf.constant([True, False])), {}, "eof"),
+    ("timeout-vector", dict(timeout=tf.constant([1, 2], tf.int64)), {}, "timeout"),
+    ("config-scalar", dict(config_global=tf.constant("fetch.wait.max.ms=5")), {}, "config_global"),
+    ("batch-size-negative", {}, dict(batch_size=-4), "batch_size"),
+    ("workers-zero", {}, dict(num_workers=0), "num_workers"),
+]
+
+
+@pytest.mark.parametrize("case", RAW_OP_CASES, ids=[c[0] for c in RAW_OP_CASES])
+def test_raw_op_calls_with_wrong_shapes_are_invalid_argument(kd, broker, topic, case):
+    from kafka_dataset import _loader
+
+    _, inputs, attrs, named = case
+    op = getattr(kd.load_library(), _loader.OP_FUNCTION)
+    args = _raw_inputs(topic, broker.bootstrap)
+    args.update(inputs)
+    with pytest.raises(tf.errors.InvalidArgumentError) as info:
+        op(**args, **attrs)
+    assert named in str(info.value), str(info.value)
+
+
+def test_raw_op_with_a_wrong_dtype_is_refused_before_it_runs(kd, broker, topic):
+    from kafka_dataset import _loader
+
+    op = getattr(kd.load_library(), _loader.OP_FUNCTION)
+    args = _raw_inputs(topic, broker.bootstrap)
+    args["timeout"] = tf.constant(1.5)
+    # TensorFlow refuses it by the op definition: input #4 (timeout) is int64.
+    with pytest.raises((TypeError, tf.errors.InvalidArgumentError), match="int64"):
+        op(**args)
