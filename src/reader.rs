@@ -292,17 +292,38 @@ fn create_consumer(
     Ok(consumer)
 }
 
+/// Runs `request` (given the time left) until it succeeds, fails for good, or `deadline` has
+/// passed: Unavailable errors (a leader moving, a broker restarting, a request timing out)
+/// are retried with a growing pause first (DESIGN §2.7).
+fn with_retries<T>(
+    deadline: Duration,
+    mut request: impl FnMut(Duration) -> Result<T>,
+) -> Result<T> {
+    let start = Instant::now();
+    let mut pause = Duration::from_millis(50);
+    loop {
+        let left = deadline.saturating_sub(start.elapsed());
+        match request(left.max(Duration::from_millis(1))) {
+            Err(e) if e.kind == ErrorKind::Unavailable && start.elapsed() + pause < deadline => {
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_secs(1));
+            }
+            result => return result,
+        }
+    }
+}
+
 /// Resolution against the live cluster through a short-lived consumer.
 struct LiveCluster<'a> {
     consumer: &'a Consumer,
     deadline: Duration,
 }
 
-impl Cluster for LiveCluster<'_> {
-    fn partition_count(&mut self, topic: &str) -> Result<i32> {
+impl LiveCluster<'_> {
+    fn partition_count_once(&self, topic: &str, wait: Duration) -> Result<i32> {
         let metadata = self
             .consumer
-            .fetch_metadata(Some(topic), self.deadline)
+            .fetch_metadata(Some(topic), wait)
             .map_err(|e| {
                 // An authentication failure only shows as a transport error here; the real
                 // cause waits on the client's main queue.
@@ -350,10 +371,16 @@ impl Cluster for LiveCluster<'_> {
         Ok(t.partitions().len() as i32)
     }
 
-    fn resolve_start(&mut self, topic: &str, partition: i32, start: Start, _: i64) -> Result<i64> {
+    fn resolve_start_once(
+        &self,
+        topic: &str,
+        partition: i32,
+        start: Start,
+        wait: Duration,
+    ) -> Result<i64> {
         let name = format!("{topic}:{partition}");
         let watermarks = |c: &Consumer| {
-            c.fetch_watermarks(topic, partition, self.deadline)
+            c.fetch_watermarks(topic, partition, wait)
                 .map_err(|e| kafka_error(&format!("watermarks of {name}"), &e))
         };
         match start {
@@ -365,7 +392,7 @@ impl Cluster for LiveCluster<'_> {
                 tpl.add_partition(topic, partition);
                 let committed = self
                     .consumer
-                    .committed_offsets(tpl, self.deadline)
+                    .committed_offsets(tpl, wait)
                     .map_err(|e| kafka_error(&format!("committed offset of {name}"), &e))?;
                 match committed
                     .find_partition(topic, partition)
@@ -382,7 +409,7 @@ impl Cluster for LiveCluster<'_> {
                     .map_err(|e| kafka_error(&name, &e))?;
                 let found = self
                     .consumer
-                    .offsets_for_times(tpl, self.deadline)
+                    .offsets_for_times(tpl, wait)
                     .map_err(|e| kafka_error(&format!("offsets for time @{ms} of {name}"), &e))?;
                 let element = found.find_partition(topic, partition);
                 match element.map(|e| (e.offset(), e.error())) {
@@ -396,6 +423,18 @@ impl Cluster for LiveCluster<'_> {
                 }
             }
         }
+    }
+}
+
+impl Cluster for LiveCluster<'_> {
+    fn partition_count(&mut self, topic: &str) -> Result<i32> {
+        with_retries(self.deadline, |wait| self.partition_count_once(topic, wait))
+    }
+
+    fn resolve_start(&mut self, topic: &str, partition: i32, start: Start, _: i64) -> Result<i64> {
+        with_retries(self.deadline, |wait| {
+            self.resolve_start_once(topic, partition, start, wait)
+        })
     }
 }
 

@@ -19,8 +19,14 @@ struct Cluster {
 
 impl Cluster {
     fn new(topic: &str, partitions: i32) -> Self {
-        let mock = MockCluster::new(1).expect("mock cluster");
-        mock.create_topic(topic, partitions, 1).expect("topic");
+        Self::with_brokers(topic, partitions, 1)
+    }
+
+    /// `brokers` brokers (ids 1..=brokers); the topic is replicated on all of them.
+    fn with_brokers(topic: &str, partitions: i32, brokers: i32) -> Self {
+        let mock = MockCluster::new(brokers).expect("mock cluster");
+        mock.create_topic(topic, partitions, brokers)
+            .expect("topic");
         let producer: BaseProducer = ClientConfig::new()
             .set("bootstrap.servers", mock.bootstrap_servers())
             .set("linger.ms", "0")
@@ -477,4 +483,120 @@ fn a_worker_without_partitions_ends_only_with_eof() {
         // An unlimited read never ends, even with nothing to read.
         assert_eq!(next, if eof { Next::End } else { Next::Pending });
     }
+}
+
+/// Produces messages `from..to` round-robin over `partitions` partitions of `topic`, with
+/// increasing timestamps; returns per partition its `(offset, timestamp, value)` list, offsets
+/// continuing from `offsets`.
+fn numbered(
+    cluster: &Cluster,
+    topic: &str,
+    partitions: i32,
+    range: std::ops::Range<i64>,
+    data: &mut Vec<Vec<(i64, i64, String)>>,
+) {
+    data.resize(partitions as usize, Vec::new());
+    for i in range {
+        let p = (i % partitions as i64) as i32;
+        let value = format!("m{i:04}");
+        let ts = 1_700_000_000_000 + i * 5;
+        cluster.produce(topic, p, ts, None, &value);
+        let offset = data[p as usize].len() as i64;
+        data[p as usize].push((offset, ts, value));
+    }
+    cluster.flush();
+}
+
+/// A long idle deadline: with eof=false no partition is passed over during a fault, so the
+/// output must be exactly the merge. One extra message per partition (the last `partitions`
+/// produced) keeps every partition's head ahead of what is read.
+fn exact_unlimited(servers: &str, topic: &str, partitions: i32) -> Reader {
+    let entries: Vec<String> = (0..partitions).map(|p| format!("{topic}:{p}")).collect();
+    let entries: Vec<&str> = entries.iter().map(String::as_str).collect();
+    Reader::new(&spec(servers, &entries, false, 60_000)).unwrap()
+}
+
+#[test]
+fn a_broker_outage_mid_stream_loses_and_repeats_nothing() {
+    let c = Cluster::new("outage", 3);
+    let mut data = Vec::new();
+    numbered(&c, "outage", 3, 0..150, &mut data);
+    let mut r = exact_unlimited(&c.servers(), "outage", 3);
+    let mut got = read(&mut r, 60, Duration::from_secs(10));
+    c.mock.broker_down(1).unwrap();
+    // What was fetched before the outage may still be emitted; nothing fails.
+    for _ in 0..5 {
+        if r.next(WAIT).unwrap() == Next::Element {
+            let (m, s) = r.current();
+            let value = String::from_utf8(m.value().unwrap().to_vec()).unwrap();
+            got.push((s.partition, m.offset, m.timestamp, value));
+        }
+    }
+    c.mock.broker_up(1).unwrap();
+    numbered(&c, "outage", 3, 150..303, &mut data);
+    let rest = read(&mut r, 300 - got.len(), Duration::from_secs(60));
+    got.extend(rest);
+    let expected = expected_merge(&data, &[0, 1, 2]);
+    assert_eq!(got, expected[..300]);
+}
+
+#[test]
+fn transient_fetch_list_offsets_and_metadata_errors_are_retried() {
+    use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+    let c = Cluster::new("transient", 2);
+    let mut data = Vec::new();
+    numbered(&c, "transient", 2, 0..80, &mut data);
+    let retriable = [
+        RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION,
+        RDKafkaRespErr::RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT,
+        RDKafkaRespErr::RD_KAFKA_RESP_ERR_LEADER_NOT_AVAILABLE,
+    ];
+    c.mock
+        .request_errors(RDKafkaApiKey::Metadata, &retriable[1..]);
+    c.mock
+        .request_errors(RDKafkaApiKey::ListOffsets, &retriable);
+    c.mock.request_errors(RDKafkaApiKey::Fetch, &retriable);
+    // Named starts need ListOffsets; everything goes through the errors above.
+    let s = spec(
+        &c.servers(),
+        &["transient:0:beginning", "transient:1:beginning"],
+        true,
+        100,
+    );
+    let mut r = Reader::new(&s).unwrap();
+    let got = read(&mut r, usize::MAX, Duration::from_secs(60));
+    assert_eq!(got, expected_merge(&data, &[0, 1]));
+    // More errors in the middle of a read.
+    numbered(&c, "transient", 2, 80..160, &mut data);
+    let mut r = exact_unlimited(&c.servers(), "transient", 2);
+    let mut got = read(&mut r, 50, Duration::from_secs(10));
+    c.mock.request_errors(RDKafkaApiKey::Fetch, &retriable);
+    c.mock.request_errors(
+        RDKafkaApiKey::Fetch,
+        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR__TRANSPORT],
+    );
+    numbered(&c, "transient", 2, 160..162, &mut data);
+    got.extend(read(&mut r, 160 - 50, Duration::from_secs(60)));
+    assert_eq!(got, expected_merge(&data, &[0, 1])[..160]);
+}
+
+#[test]
+fn a_reader_follows_leader_moves() {
+    let c = Cluster::with_brokers("moving", 2, 3);
+    let mut data = Vec::new();
+    numbered(&c, "moving", 2, 0..100, &mut data);
+    let mut r = exact_unlimited(&c.servers(), "moving", 2);
+    let mut got = read(&mut r, 30, Duration::from_secs(10));
+    for (round, leader) in [2, 3, 1].into_iter().enumerate() {
+        c.mock.partition_leader("moving", 0, Some(leader)).unwrap();
+        c.mock
+            .partition_leader("moving", 1, Some(leader % 3 + 1))
+            .unwrap();
+        let from = 100 + round as i64 * 50;
+        numbered(&c, "moving", 2, from..from + 50, &mut data);
+        got.extend(read(&mut r, 50, Duration::from_secs(60)));
+    }
+    numbered(&c, "moving", 2, 250..252, &mut data);
+    got.extend(read(&mut r, 250 - got.len(), Duration::from_secs(60)));
+    assert_eq!(got, expected_merge(&data, &[0, 1])[..250]);
 }
