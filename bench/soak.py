@@ -1,0 +1,248 @@
+#!/usr/bin/env python
+"""Soak: long streaming with a live producer and repeated save / restore / cancel cycles, then
+many iterator create/destroy cycles. Checks that nothing is lost or repeated across every cycle
+and that RSS, open file descriptors and threads stay flat. Not part of the test run (it takes
+minutes); its figures go into the issue notes and the README.
+
+    .venv/bin/python bench/soak.py [--minutes 10] [--cycles 1000]
+
+Starts a local tansu broker (or uses $KAFKA_BOOTSTRAP_SERVERS). Writes bench/results/soak.md
+and bench/results/soak.json. Exits non-zero when a continuity check fails or a resource grows
+(last fifth of the samples above the first fifth by more than the stated tolerance).
+"""
+
+import argparse
+import gc
+import importlib.util
+import json
+import os
+import random
+import statistics
+import sys
+import threading
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RESULTS = os.path.join(ROOT, "bench", "results")
+PARTITIONS = 4
+RATE = 500  # messages per second, all partitions together
+# Tolerances for "flat": RSS may settle upwards a little (allocator arenas, TF caches).
+RSS_TOLERANCE_MB = 40
+FD_TOLERANCE = 4
+THREAD_TOLERANCE = 4
+
+
+def process_stats():
+    with open("/proc/self/status") as f:
+        status = dict(line.split(":", 1) for line in f if ":" in line)
+    rss_mb = int(status["VmRSS"].split()[0]) / 1024
+    threads = int(status["Threads"])
+    fds = len(os.listdir("/proc/self/fd"))
+    return rss_mb, fds, threads
+
+
+class Producer(threading.Thread):
+    """Produces `partition:seq` values at RATE, timestamps increasing, until stopped."""
+
+    def __init__(self, servers, topic):
+        super().__init__(daemon=True)
+        from confluent_kafka import Producer as KafkaProducer
+
+        self.topic = topic
+        self.producer = KafkaProducer(
+            {
+                "bootstrap.servers": servers,
+                # One record per batch: tansu 0.6.0 answers a fetch that starts inside a
+                # multi-record batch with the batches after it, so a restore there would skip
+                # the rest of that batch (seen here as a gap; Apache Kafka returns the batch).
+                "linger.ms": 0,
+                "batch.num.messages": 1,
+                "compression.type": "none",
+                # In order: the continuity check expects seq order to be offset order.
+                "acks": "all",
+                "max.in.flight.requests.per.connection": 1,
+            }
+        )
+        self.stop = threading.Event()
+        self.sent = 0
+
+    def run(self):
+        seq = [0] * PARTITIONS
+        start = time.monotonic()
+        while not self.stop.is_set():
+            due = int((time.monotonic() - start) * RATE)
+            while self.sent < due:
+                p = self.sent % PARTITIONS
+                value = "%d:%d" % (p, seq[p])
+                self.producer.produce(
+                    self.topic,
+                    value=value.encode(),
+                    partition=p,
+                    timestamp=1_700_000_000_000 + self.sent,
+                )
+                seq[p] += 1
+                self.sent += 1
+            self.producer.poll(0)
+            time.sleep(0.01)
+        self.producer.flush(30)
+
+
+class Continuity:
+    """Per partition, the next sequence number every element must carry: no gap, no repeat."""
+
+    def __init__(self):
+        self.next = [0] * PARTITIONS
+        self.elements = 0
+
+    def check(self, value):
+        p, seq = map(int, value.split(":"))
+        if seq != self.next[p]:
+            raise AssertionError(
+                "partition %d: got seq %d, expected %d (%s)"
+                % (p, seq, self.next[p], "repeat" if seq < self.next[p] else "gap")
+            )
+        self.next[p] += 1
+        self.elements += 1
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--minutes", type=float, default=10.0)
+    parser.add_argument("--cycles", type=int, default=1000, help="create/destroy cycles")
+    parser.add_argument("--output", default=RESULTS)
+    args = parser.parse_args(argv)
+
+    # The installed package (scripts/setup.sh puts the library beside it), else the source tree.
+    if importlib.util.find_spec("kafka_dataset") is None:
+        sys.path.insert(0, os.path.join(ROOT, "python"))
+    import kafka_dataset
+    import tensorflow as tf
+    from kafka_dataset import testing as kt
+
+    gc.freeze()  # TensorFlow's ~1M objects: keep full collections out of the timings
+    rng = random.Random(7)
+    with kt.broker_from_env_or_start() as broker:
+        servers = broker.bootstrap
+        topic = kt.create_topic(servers, kt.unique_name("soak"), PARTITIONS)
+        entries = ["%s:%d" % (topic, p) for p in range(PARTITIONS)]
+        producer = Producer(servers, topic)
+        producer.start()
+
+        def dataset():
+            return kafka_dataset.KafkaDataset(entries, servers=servers, eof=False, timeout=200)
+
+        continuity = Continuity()
+        samples = []  # (seconds, rss MiB, fds, threads)
+        counts = {"save": 0, "restore": 0, "cancel": 0, "iterators": 0}
+        ckpt_dir = os.path.join(args.output, "soak-ckpt")
+        start = time.monotonic()
+        deadline = start + args.minutes * 60
+        it = iter(dataset())
+        counts["iterators"] += 1
+        path, at_save, last_action = None, None, "start"
+        while time.monotonic() < deadline:
+            try:
+                for _ in range(rng.randint(200, 3000)):
+                    continuity.check(next(it).numpy().decode())
+            except AssertionError as e:
+                raise AssertionError("%s, after %s (counts %s)" % (e, last_action, counts))
+            action = rng.choice(["save", "save-restore", "cancel-restore", "continue"])
+            last_action = action
+            if action.startswith("save"):
+                path = tf.train.Checkpoint(iterator=it).write(os.path.join(ckpt_dir, "it"))
+                at_save = list(continuity.next)
+                counts["save"] += 1
+            if action.endswith("restore") and path:
+                # Drop the live iterator (after a cancel: some elements read past the save are
+                # thrown away), then resume from the checkpoint: continuity resumes there.
+                counts["cancel"] += action == "cancel-restore"
+                del it
+                it = iter(dataset())
+                counts["iterators"] += 1
+                tf.train.Checkpoint(iterator=it).read(path).assert_consumed()
+                counts["restore"] += 1
+                continuity.next = list(at_save)
+            samples.append((time.monotonic() - start,) + process_stats())
+        producer.stop.set()
+        producer.join(60)
+        del it
+        stream_seconds = time.monotonic() - start
+
+        # Iterator create/destroy cycles (each reads one element), after a warm-up.
+        for _ in range(20):
+            next(iter(dataset()))
+        time.sleep(2)  # background consumer closes finish
+        before = process_stats()
+        cycle_start = time.monotonic()
+        for _ in range(args.cycles):
+            next(iter(dataset()))
+        time.sleep(3)
+        after = process_stats()
+        cycle_seconds = time.monotonic() - cycle_start
+
+    fifth = max(1, len(samples) // 5)
+    first = [statistics.median(col) for col in zip(*[s[1:] for s in samples[:fifth]])]
+    last = [statistics.median(col) for col in zip(*[s[1:] for s in samples[-fifth:]])]
+    growth = [b - a for a, b in zip(first, last)]
+    cycle_growth = [b - a for a, b in zip(before, after)]
+    flat = (
+        growth[0] <= RSS_TOLERANCE_MB
+        and growth[1] <= FD_TOLERANCE
+        and growth[2] <= THREAD_TOLERANCE
+        and cycle_growth[0] <= RSS_TOLERANCE_MB
+        and cycle_growth[1] <= FD_TOLERANCE
+        and cycle_growth[2] <= THREAD_TOLERANCE
+    )
+    result = {
+        "minutes": round(stream_seconds / 60, 1),
+        "produced": producer.sent,
+        "elements_checked": continuity.elements,
+        "counts": counts,
+        "stream_first_fifth": dict(zip(["rss_mb", "fds", "threads"], first)),
+        "stream_last_fifth": dict(zip(["rss_mb", "fds", "threads"], last)),
+        "stream_max_rss_mb": max(s[1] for s in samples),
+        "cycles": args.cycles,
+        "cycle_seconds": round(cycle_seconds, 1),
+        "cycles_before": dict(zip(["rss_mb", "fds", "threads"], before)),
+        "cycles_after": dict(zip(["rss_mb", "fds", "threads"], after)),
+        "flat": flat,
+    }
+    os.makedirs(args.output, exist_ok=True)
+    with open(os.path.join(args.output, "soak.json"), "w") as f:
+        json.dump(result, f, indent=1)
+    lines = [
+        "# Soak",
+        "",
+        "%.1f min streaming at %d msg/s (%d produced), %d elements checked for continuity "
+        "(no gap, no repeat) across %d saves, %d restores, %d cancels; then %d iterator "
+        "create/destroy cycles in %.0f s."
+        % (
+            result["minutes"],
+            RATE,
+            producer.sent,
+            continuity.elements,
+            counts["save"],
+            counts["restore"],
+            counts["cancel"],
+            args.cycles,
+            cycle_seconds,
+        ),
+        "",
+        "| | RSS MiB | open fds | threads |",
+        "|---|---|---|---|",
+        "| streaming, first fifth (median) | %.0f | %d | %d |" % tuple(first),
+        "| streaming, last fifth (median) | %.0f | %d | %d |" % tuple(last),
+        "| before %d create/destroy cycles | %.0f | %d | %d |" % ((args.cycles,) + before),
+        "| after them | %.0f | %d | %d |" % after,
+        "",
+        "Flat (RSS +%d MiB, fds +%d, threads +%d at most): %s."
+        % (RSS_TOLERANCE_MB, FD_TOLERANCE, THREAD_TOLERANCE, "yes" if flat else "NO"),
+    ]
+    with open(os.path.join(args.output, "soak.md"), "w") as f:
+        f.write("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return 0 if flat else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
