@@ -15,7 +15,7 @@ log() { printf '\n== %s (%ss)\n' "$*" "$SECONDS"; }
 
 log "system packages"
 missing=()
-for tool in g++:g++ make:make perl:perl clang-format:clang-format; do
+for tool in g++:g++ make:make perl:perl clang-format:clang-format openssl:openssl; do
   command -v "${tool%%:*}" >/dev/null || missing+=("${tool##*:}")
 done
 python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)

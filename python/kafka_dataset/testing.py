@@ -202,9 +202,11 @@ def start_tansu(
     ready_timeout=60.0,
     storage="memory://tansu/",
     cwd=None,
+    advertised=None,
 ):
     """Starts tansu on ``host:port`` (a free port if None) and waits for it. ``storage`` is its
-    storage engine URL (``sqlite://tansu.db`` keeps data across restarts, in ``cwd``)."""
+    storage engine URL (``sqlite://tansu.db`` keeps data across restarts, in ``cwd``);
+    ``advertised`` the listener URL it gives clients in metadata (default: its own)."""
     binary = binary or find_tansu()
     attempts = 1 if port else 3
     for attempt in range(attempts):
@@ -225,7 +227,7 @@ def start_tansu(
             "--listener-url",
             url,
             "--advertised-listener-url",
-            url,
+            advertised or url,
             "--storage-engine",
             storage,
         ]
@@ -264,25 +266,30 @@ def broker_from_env_or_start(**kwargs):
 # --- clients ---------------------------------------------------------------------------------
 
 
-def admin_client(bootstrap):
+def admin_client(bootstrap, config=None):
     from confluent_kafka.admin import AdminClient
 
-    return AdminClient({"bootstrap.servers": bootstrap, "socket.connection.setup.timeout.ms": 5000})
+    settings = {"bootstrap.servers": bootstrap, "socket.connection.setup.timeout.ms": 5000}
+    settings.update(config or {})
+    return AdminClient(settings)
 
 
 def partition_count(bootstrap, topic, admin=None, timeout=5.0):
-    md = (admin or admin_client(bootstrap)).list_topics(topic=topic, timeout=timeout)
+    # Not `admin or ...`: a client with nothing queued has len() 0 and would be replaced.
+    admin = admin if admin is not None else admin_client(bootstrap)
+    md = admin.list_topics(topic=topic, timeout=timeout)
     t = md.topics.get(topic)
     if t is None or t.error is not None:
         return 0
     return len(t.partitions)
 
 
-def create_topic(bootstrap, topic, partitions=1, timeout=30.0):
-    """Creates ``topic`` and waits until its metadata shows every partition."""
+def create_topic(bootstrap, topic, partitions=1, timeout=30.0, config=None):
+    """Creates ``topic`` and waits until its metadata shows every partition. ``config``: extra
+    client properties (e.g. TLS settings)."""
     from confluent_kafka.admin import NewTopic
 
-    admin = admin_client(bootstrap)  # referenced until the futures resolve (DESIGN.md §5)
+    admin = admin_client(bootstrap, config)  # referenced until the futures resolve (DESIGN.md §5)
     futures = admin.create_topics(
         [NewTopic(topic, num_partitions=partitions, replication_factor=1)],
         operation_timeout=timeout,
