@@ -71,6 +71,7 @@ pub fn is_secret_key(key: &str) -> bool {
     let key = key.to_ascii_lowercase();
     [
         "password",
+        "passphrase",
         "secret",
         "token",
         "jaas",
@@ -171,6 +172,14 @@ fn parse_property(scope: Scope, index: usize, item: &str) -> Result<Property> {
     let key = key.trim();
     if key.is_empty() {
         return Err(Error::invalid(format!("{}: empty key before '='", at())));
+    }
+    if key == "plugin.library.paths" {
+        // Validating it would load the named shared libraries while a dataset is merely being
+        // defined (from a graph def, possibly not ours).
+        return Err(Error::invalid(format!(
+            "{} \"{key}\": not supported (librdkafka plugins would load shared libraries named by the dataset's inputs)",
+            at()
+        )));
     }
     if RESERVED.contains(&key) {
         return Err(Error::invalid(format!(
@@ -378,6 +387,21 @@ mod tests {
 
     fn items(v: &[&str]) -> Vec<String> {
         v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn passphrases_are_secret_and_plugins_are_refused() {
+        // Found by tests/fuzz_inputs.rs: librdkafka refuses this key in our build and its
+        // message carried the value.
+        let e = parse_properties(
+            Scope::Global,
+            &items(&["sasl.oauthbearer.assertion.private.key.passphrase=hunter2"]),
+        )
+        .unwrap_err();
+        assert!(!e.message.contains("hunter2"), "{e}");
+        let e = parse_properties(Scope::Global, &items(&["plugin.library.paths=/tmp/x"]))
+            .unwrap_err();
+        assert!(e.message.contains("plugin.library.paths"), "{e}");
     }
 
     #[test]

@@ -154,18 +154,19 @@ pub fn decode(bytes: &[u8]) -> Result<State> {
         assignment = Assignment::new(workers.into(), index.into())
             .map_err(|_| corrupt("bad worker assignment"))?;
         let n = c.u32()? as usize;
-        partitions.reserve(n.min(1 << 16));
+        // Each entry takes at least 8 bytes: never reserve more than the input can hold.
+        partitions.reserve(n.min(c.data.len() / 8));
         for _ in 0..n {
             partitions.push((c.text()?, c.i32()?));
         }
     }
     let n = c.u32()? as usize;
-    let mut streams = Vec::with_capacity(n.min(1 << 16));
+    let mut streams = Vec::with_capacity(n.min(c.data.len() / 29));
     for _ in 0..n {
         let topic = c.text()?;
         let partition = c.i32()?;
         let nranges = c.u32()? as usize;
-        let mut ranges = Vec::with_capacity(nranges.min(1 << 16));
+        let mut ranges = Vec::with_capacity(nranges.min(c.data.len() / 16));
         for _ in 0..nranges {
             ranges.push(Range {
                 start: c.i64()?,
