@@ -200,7 +200,8 @@ struct kd_error *kd_reader_save(struct kd_reader *reader, bool commit, struct kd
 // Waits at most `max_wait_ms` for the next element, then takes up to `max_elements - 1` more
 // that are ready without waiting. On success writes `*out_status` and, for `KD_NEXT_ELEMENT`,
 // the batch size (1..=`max_elements`) to `*out_count`; read the elements with
-// [`kd_reader_batch_messages`] until the next call on `reader`.
+// [`kd_reader_batch_messages`] until the next call on `reader`. `max_elements` 0 is
+// InvalidArgument.
 //
 // # Safety
 // `reader` must be a live reader not used concurrently; the out-params must be writable.

@@ -20,7 +20,7 @@ diff -u include/kafka_dataset.h target/kafka_dataset.h || {
 }
 
 log "Rust tests"
-cargo test --release --locked
+cargo test --release --locked --features test-hooks
 
 log "Python tests"
 .venv/bin/python -m pytest tests -q "$@"

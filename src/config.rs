@@ -399,8 +399,8 @@ mod tests {
         )
         .unwrap_err();
         assert!(!e.message.contains("hunter2"), "{e}");
-        let e = parse_properties(Scope::Global, &items(&["plugin.library.paths=/tmp/x"]))
-            .unwrap_err();
+        let e =
+            parse_properties(Scope::Global, &items(&["plugin.library.paths=/tmp/x"])).unwrap_err();
         assert!(e.message.contains("plugin.library.paths"), "{e}");
     }
 

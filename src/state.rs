@@ -2,7 +2,9 @@
 //! position (DESIGN.md §2.5), and the identity check run before a restore.
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::spec::{resolve_streams, Assignment, Cluster, Entry, Range, Start, StreamSpec};
+use crate::spec::{
+    resolve_streams, Assignment, Cluster, Entry, Partitions, Range, Start, StreamSpec,
+};
 
 const MAGIC: &[u8; 4] = b"KDST";
 /// Current format version. Version 2 added the worker assignment and the subscribed
@@ -225,7 +227,7 @@ impl Cluster for Frozen<'_> {
         self.partitions
             .iter()
             .filter(|(t, _)| t == topic)
-            .map(|(_, p)| p + 1)
+            .map(|(_, p)| p.saturating_add(1))
             .max()
             .ok_or_else(|| {
                 Error::new(
@@ -296,6 +298,26 @@ pub fn check_identity(entries: &[Entry], assignment: Assignment, state: &State) 
                 state.assignment, assignment
             ),
         ));
+    }
+    // A whole-topic entry was saved with every partition of its topic, 0..n: checked first, so
+    // that a forged partition number cannot make the resolution below expand millions of them.
+    for e in entries.iter().filter(|e| e.partitions == Partitions::All) {
+        let mut listed = state.partitions.iter().filter(|(t, _)| *t == e.topic);
+        if !listed.all({
+            let mut next = 0;
+            move |(_, p)| {
+                next += 1;
+                *p == next - 1
+            }
+        }) {
+            return Err(Error::new(
+                ErrorKind::FailedPrecondition,
+                format!(
+                    "checkpoint does not match the dataset: entry \"{}\" reads every partition of its topic, but the checkpoint does not hold partitions 0..n of it",
+                    e.text
+                ),
+            ));
+        }
     }
     let saved: Vec<StreamSpec> = state.streams.iter().map(|s| s.spec.clone()).collect();
     let saved = &saved[..];

@@ -155,6 +155,21 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
         .unwrap_or_else(|| "unknown panic".into())
 }
 
+/// Test-only (feature `test-hooks`, never in a release build of the library): panics inside
+/// the panic boundary with `message`, so a test can check that a Rust panic reaches C as an
+/// Internal error and the process lives on.
+///
+/// # Safety
+/// `message` must be a valid view.
+#[cfg(feature = "test-hooks")]
+#[no_mangle]
+pub unsafe extern "C" fn kd_test_panic(message: kd_str) -> *mut kd_error {
+    boundary(|| {
+        let message = read_str(message, "message")?;
+        panic!("{message}")
+    })
+}
+
 /// The one panic boundary: runs `f`, turning an `Err` or a panic into an owned `kd_error*`.
 fn boundary(f: impl FnOnce() -> Result<(), Error>) -> *mut kd_error {
     match catch_unwind(AssertUnwindSafe(f)) {
@@ -369,8 +384,11 @@ pub unsafe extern "C" fn kd_reader_next(
 ) -> *mut kd_error {
     boundary(|| {
         let reader = reader_mut(reader)?;
-        if out_status.is_null() || out_message.is_null() {
-            return Err(null_argument("out_status/out_message"));
+        if out_status.is_null() {
+            return Err(null_argument("out_status"));
+        }
+        if out_message.is_null() {
+            return Err(null_argument("out_message"));
         }
         let next = reader.next(Duration::from_millis(max_wait_ms as u64))?;
         let status = match next {
@@ -416,7 +434,8 @@ pub unsafe extern "C" fn kd_reader_save(
 /// Waits at most `max_wait_ms` for the next element, then takes up to `max_elements - 1` more
 /// that are ready without waiting. On success writes `*out_status` and, for `KD_NEXT_ELEMENT`,
 /// the batch size (1..=`max_elements`) to `*out_count`; read the elements with
-/// [`kd_reader_batch_messages`] until the next call on `reader`.
+/// [`kd_reader_batch_messages`] until the next call on `reader`. `max_elements` 0 is
+/// InvalidArgument.
 ///
 /// # Safety
 /// `reader` must be a live reader not used concurrently; the out-params must be writable.
@@ -432,6 +451,9 @@ pub unsafe extern "C" fn kd_reader_next_batch(
         let reader = reader_mut(reader)?;
         let out_status = out_param(out_status, "out_status")?;
         let out_count = out_param(out_count, "out_count")?;
+        if max_elements == 0 {
+            return Err(Error::invalid("`max_elements` must be at least 1"));
+        }
         let next = reader.next_batch(max_elements, Duration::from_millis(max_wait_ms as u64))?;
         *out_count = match next {
             Next::Element => reader.batch().len(),
