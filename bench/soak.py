@@ -25,7 +25,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(ROOT, "bench", "results")
 PARTITIONS = 4
-RATE = 500  # messages per second, all partitions together
+RATE = 500  # default messages per second, all partitions together (--rate)
 # Tolerances for "flat": RSS may settle upwards a little (allocator arenas, TF caches).
 RSS_TOLERANCE_MB = 40
 FD_TOLERANCE = 4
@@ -42,10 +42,11 @@ def process_stats():
 
 
 class Producer(threading.Thread):
-    """Produces `partition:seq` values at RATE, timestamps increasing, until stopped."""
+    """Produces `partition:seq` values at `rate` per second with increasing timestamps."""
 
-    def __init__(self, servers, topic):
+    def __init__(self, servers, topic, rate):
         super().__init__(daemon=True)
+        self.rate = rate
         from confluent_kafka import Producer as KafkaProducer
 
         self.topic = topic
@@ -70,7 +71,7 @@ class Producer(threading.Thread):
         seq = [0] * PARTITIONS
         start = time.monotonic()
         while not self.stop.is_set():
-            due = int((time.monotonic() - start) * RATE)
+            due = int((time.monotonic() - start) * self.rate)
             while self.sent < due:
                 p = self.sent % PARTITIONS
                 value = "%d:%d" % (p, seq[p])
@@ -110,6 +111,9 @@ def main(argv=None):
     parser.add_argument("--minutes", type=float, default=10.0)
     parser.add_argument("--cycles", type=int, default=1000, help="create/destroy cycles")
     parser.add_argument("--output", default=RESULTS)
+    parser.add_argument(
+        "--rate", type=int, default=RATE, help="messages per second the producer writes"
+    )
     args = parser.parse_args(argv)
 
     # The installed package (scripts/setup.sh puts the library beside it), else the source tree.
@@ -150,7 +154,7 @@ def main(argv=None):
 
         topic = kt.create_topic(servers, kt.unique_name("soak"), PARTITIONS)
         entries = ["%s:%d" % (topic, p) for p in range(PARTITIONS)]
-        producer = Producer(servers, topic)
+        producer = Producer(servers, topic, args.rate)
         producer.start()
 
         continuity = Continuity()
@@ -185,6 +189,8 @@ def main(argv=None):
                 counts["restore"] += 1
                 continuity.next = list(at_save)
             samples.append((time.monotonic() - start,) + process_stats())
+        # How far the reader is behind the producer when the stream stops.
+        lag_at_end = producer.sent - sum(continuity.next)
         producer.stop.set()
         producer.join(60)
         del it
@@ -205,7 +211,9 @@ def main(argv=None):
     )
     result = {
         "minutes": round(stream_seconds / 60, 1),
+        "rate": args.rate,
         "produced": producer.sent,
+        "lag_at_end": lag_at_end,
         "elements_checked": continuity.elements,
         "counts": counts,
         "stream_first_fifth": dict(zip(["rss_mb", "fds", "threads"], first)),
@@ -225,17 +233,18 @@ def main(argv=None):
         "",
         "%d iterator create/destroy cycles in %.0f s; then %.1f min streaming at %d msg/s "
         "(%d produced), %d elements checked for continuity (no gap, no repeat) across %d "
-        "saves, %d restores, %d cancels."
+        "saves, %d restores, %d cancels; the reader ended %d messages behind the producer."
         % (
             args.cycles,
             cycle_seconds,
             result["minutes"],
-            RATE,
+            args.rate,
             producer.sent,
             continuity.elements,
             counts["save"],
             counts["restore"],
             counts["cancel"],
+            lag_at_end,
         ),
         "",
         "| | RSS MiB | open fds | threads |",

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use rdkafka::bindings as rd;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
+use rdkafka::error::KafkaError;
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::TopicPartitionList;
 
@@ -25,11 +26,16 @@ pub trait Notify: Send + Sync {
     fn notify(&self);
 }
 
-/// Events (errors, rebalances, commit results) waiting on `consumer`'s main queue.
+/// Events (errors, rebalances, commit results, log lines) waiting on the queue `consumer.poll`
+/// serves: the consumer queue with a group, librdkafka's main queue without one.
 pub fn main_queue_len<C: ConsumerContext>(consumer: &BaseConsumer<C>) -> usize {
     // SAFETY: live client handle; the queue reference taken here is released before return.
     unsafe {
-        let queue = rd::rd_kafka_queue_get_consumer(consumer.client().native_ptr());
+        let client = consumer.client().native_ptr();
+        let mut queue = rd::rd_kafka_queue_get_consumer(client);
+        if queue.is_null() {
+            queue = rd::rd_kafka_queue_get_main(client);
+        }
         if queue.is_null() {
             return 0;
         }
@@ -38,6 +44,30 @@ pub fn main_queue_len<C: ConsumerContext>(consumer: &BaseConsumer<C>) -> usize {
         len
     }
 }
+
+/// Errors waiting on the queue `consumer.poll` serves, in order, each with what `describe`
+/// returns right after it was served (the context's record of librdkafka's text); other
+/// events are served and dropped. (`poll` returns nothing after serving a log line, so
+/// "nothing" does not mean empty.)
+pub fn pending_errors<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    describe: impl Fn() -> Option<String>,
+) -> Vec<(KafkaError, Option<String>)> {
+    let mut errors = Vec::new();
+    // Bounded: librdkafka's threads may keep adding while we drain.
+    for _ in 0..POLL_LIMIT {
+        match consumer.poll(Duration::ZERO) {
+            Some(Err(e)) => errors.push((e, describe())),
+            Some(Ok(_)) => {}
+            None if main_queue_len(consumer) == 0 => break,
+            None => {}
+        }
+    }
+    errors
+}
+
+/// Most events `pending_errors` serves in one call.
+const POLL_LIMIT: usize = 10_000;
 
 /// Commits `offsets` for `consumer`'s group and waits at most `wait` for the broker's answer;
 /// true when it confirmed the commit. (librdkafka's synchronous commit has no deadline: with

@@ -17,7 +17,9 @@ use rdkafka::{Offset, TopicPartitionList};
 use crate::dataset::DatasetSpec;
 use crate::error::{Error, ErrorKind, Result};
 use crate::merge::{decide, Decision, Gate};
-use crate::queue::{commit_within, main_queue_len, Notify, PartitionQueue, RawMessage};
+use crate::queue::{
+    commit_within, main_queue_len, pending_errors, Notify, PartitionQueue, RawMessage,
+};
 use crate::spec::{resolve_streams, Cluster, Start, StreamSpec};
 use crate::state::{check_group_identity, check_identity, decode, encode, State, StreamState};
 
@@ -292,21 +294,26 @@ fn create_consumer(
     Ok(consumer)
 }
 
-/// Runs `request` (given the time left) until it succeeds, fails for good, or `deadline` has
-/// passed: Unavailable errors (a leader moving, a broker restarting, a request timing out)
-/// are retried with a growing pause first (DESIGN §2.7).
+/// Runs `request` (given how long it may wait) until it succeeds, fails for good, or
+/// `deadline` has passed: Unavailable errors (a leader moving, a broker restarting, a request
+/// timing out) are retried with a growing pause first (DESIGN §2.7). Each attempt may wait
+/// a growing slice of the time left, so that a cause found between attempts (an
+/// authentication failure, which librdkafka reports beside the request, not to it) ends the
+/// wait early.
 fn with_retries<T>(
     deadline: Duration,
     mut request: impl FnMut(Duration) -> Result<T>,
 ) -> Result<T> {
     let start = Instant::now();
     let mut pause = Duration::from_millis(50);
+    let mut slice = Duration::from_secs(1);
     loop {
         let left = deadline.saturating_sub(start.elapsed());
-        match request(left.max(Duration::from_millis(1))) {
+        match request(left.min(slice).max(Duration::from_millis(1))) {
             Err(e) if e.kind == ErrorKind::Unavailable && start.elapsed() + pause < deadline => {
                 std::thread::sleep(pause);
                 pause = (pause * 2).min(Duration::from_secs(1));
+                slice = (slice * 2).min(Duration::from_secs(8));
             }
             result => return result,
         }
@@ -325,14 +332,16 @@ impl LiveCluster<'_> {
             .consumer
             .fetch_metadata(Some(topic), wait)
             .map_err(|e| {
-                // An authentication failure only shows as a transport error here; the real
-                // cause waits on the client's main queue.
-                while let Some(event) = self.consumer.poll(Duration::ZERO) {
-                    if let Err(cause) = event {
-                        let err = kafka_error("connecting to the brokers", &cause);
-                        if err.kind == ErrorKind::Unauthenticated {
-                            return err;
+                // An authentication failure (SASL, an untrusted certificate) only shows as a
+                // transport error here; the real cause waits on the client's main queue.
+                let context = self.consumer.context();
+                for (cause, reason) in pending_errors(self.consumer, || context.take_last_error()) {
+                    let mut err = kafka_error("connecting to the brokers", &cause);
+                    if err.kind == ErrorKind::Unauthenticated {
+                        if let Some(reason) = reason {
+                            err.message = format!("{}: {reason}", err.message);
                         }
+                        return err;
                     }
                 }
                 let mut err = kafka_error(&format!("metadata for topic \"{topic}\""), &e);

@@ -12,6 +12,7 @@ import socket
 import ssl
 import subprocess
 import threading
+import time
 
 import pytest
 from kafka_dataset import testing as kt
@@ -126,3 +127,26 @@ def test_a_dataset_reads_over_tls_in_the_tensorflow_process(kd, tls_broker, run_
     )
     assert [v.numpy() for v in ds] == [b"tls-%d" % i for i in range(6)]
     assert tls_broker["proxy"].connections >= 2, "the dataset connected through TLS"
+
+
+def test_an_untrusted_certificate_fails_fast_as_unauthenticated(kd, tls_broker, tmp_path):
+    import tensorflow as tf
+
+    other_ca, _ = make_certificate(tmp_path, "not-the-server")
+    deadline_ms = 30000
+    ds = kd.KafkaDataset(
+        [kt.unique_name("tls") + ":0"],
+        servers=tls_broker["servers"],
+        eof=True,
+        timeout=deadline_ms,
+        config_global=tls_config(other_ca),
+    )
+    start = time.monotonic()
+    with pytest.raises(tf.errors.UnauthenticatedError) as raised:
+        next(iter(ds))
+    elapsed = time.monotonic() - start
+    # Long before the deadline: a certificate that is not trusted does not get better by waiting.
+    assert elapsed < deadline_ms / 1000 / 3, elapsed
+    message = str(raised.value)
+    assert "certificate verify failed" in message and "127.0.0.1" in message, message
+    assert tls_broker["proxy"].connections == 0, "nothing passed the TLS handshake"

@@ -40,6 +40,9 @@ pub(super) enum Rebalance {
 pub(crate) struct ReaderContext {
     pending: Mutex<Vec<Rebalance>>,
     closing: AtomicBool,
+    /// librdkafka's text for the last client error (e.g. why a TLS handshake failed); the
+    /// error event itself carries only a code.
+    last_error: Mutex<Option<String>>,
 }
 
 impl ReaderContext {
@@ -58,6 +61,11 @@ impl ReaderContext {
             }
             act_unattended(consumer, &tpl, assign);
         }
+    }
+
+    /// librdkafka's description of the last client error, if one came since the last call.
+    pub(super) fn take_last_error(&self) -> Option<String> {
+        self.last_error.lock().take()
     }
 
     fn take(&self) -> Vec<Rebalance> {
@@ -89,7 +97,12 @@ fn partitions_of(tpl: &TopicPartitionList) -> Vec<(String, i32)> {
         .collect()
 }
 
-impl ClientContext for ReaderContext {}
+impl ClientContext for ReaderContext {
+    fn error(&self, _: rdkafka::error::KafkaError, reason: &str) {
+        // librdkafka's own text: broker name and cause (no configuration values).
+        *self.last_error.lock() = Some(reason.to_string());
+    }
+}
 
 impl ConsumerContext for ReaderContext {
     fn rebalance(
