@@ -41,6 +41,18 @@ def process_stats():
     return rss_mb, fds, threads
 
 
+def closing_threads():
+    """Threads closing a dropped iterator's consumer (named kafka-dataset-close by the core)."""
+    count = 0
+    for task in os.listdir("/proc/self/task"):
+        try:
+            with open("/proc/self/task/%s/comm" % task) as f:
+                count += f.read().startswith("kafka-dataset")
+        except OSError:
+            pass  # the thread ended meanwhile
+    return count
+
+
 class Producer(threading.Thread):
     """Produces `partition:seq` values at `rate` per second with increasing timestamps."""
 
@@ -166,7 +178,30 @@ def main(argv=None):
         it = iter(dataset(entries))
         counts["iterators"] += 1
         path, at_save, last_action = None, None, "start"
+        # Quiet samples, once a minute: the iterator saved and dropped, its consumer's
+        # background close finished (threads back to the count without it), then restored.
+        # The samples after each action catch closes in flight (a dropped iterator's
+        # consumer closes on a thread of its own), so flatness is judged on these.
+        quiet = []
+        quiet_due = start
+
+        def quiet_sample():
+            nonlocal it
+            path = tf.train.Checkpoint(iterator=it).write(os.path.join(ckpt_dir, "quiet"))
+            del it
+            gc.collect()
+            settle = time.monotonic() + 10
+            while time.monotonic() < settle and closing_threads():
+                time.sleep(0.05)
+            quiet.append((time.monotonic() - start,) + process_stats())
+            it = iter(dataset(entries))
+            tf.train.Checkpoint(iterator=it).read(path).assert_consumed()
+            counts["iterators"] += 1
+
         while time.monotonic() < deadline:
+            if time.monotonic() >= quiet_due:
+                quiet_sample()
+                quiet_due += 60
             try:
                 for _ in range(rng.randint(200, 3000)):
                     continuity.check(next(it).numpy().decode())
@@ -189,6 +224,7 @@ def main(argv=None):
                 counts["restore"] += 1
                 continuity.next = list(at_save)
             samples.append((time.monotonic() - start,) + process_stats())
+        quiet_sample()
         # How far the reader is behind the producer when the stream stops.
         lag_at_end = producer.sent - sum(continuity.next)
         producer.stop.set()
@@ -199,7 +235,10 @@ def main(argv=None):
     fifth = max(1, len(samples) // 5)
     first = [statistics.median(col) for col in zip(*[s[1:] for s in samples[:fifth]])]
     last = [statistics.median(col) for col in zip(*[s[1:] for s in samples[-fifth:]])]
-    growth = [b - a for a, b in zip(first, last)]
+    # Quiet samples: the first two against the last two (medians).
+    quiet_first = [statistics.median(col) for col in zip(*[q[1:] for q in quiet[:2]])]
+    quiet_last = [statistics.median(col) for col in zip(*[q[1:] for q in quiet[-2:]])]
+    growth = [b - a for a, b in zip(quiet_first, quiet_last)]
     cycle_growth = [b - a for a, b in zip(before, after)]
     flat = (
         growth[0] <= RSS_TOLERANCE_MB
@@ -219,6 +258,10 @@ def main(argv=None):
         "stream_first_fifth": dict(zip(["rss_mb", "fds", "threads"], first)),
         "stream_last_fifth": dict(zip(["rss_mb", "fds", "threads"], last)),
         "stream_max_rss_mb": max(s[1] for s in samples),
+        "quiet_samples": [
+            dict(zip(["seconds", "rss_mb", "fds", "threads"], [round(x, 1) for x in q]))
+            for q in quiet
+        ],
         "cycles": args.cycles,
         "cycle_seconds": round(cycle_seconds, 1),
         "cycles_before": dict(zip(["rss_mb", "fds", "threads"], before)),
@@ -249,12 +292,19 @@ def main(argv=None):
         "",
         "| | RSS MiB | open fds | threads |",
         "|---|---|---|---|",
-        "| streaming, first fifth (median) | %.0f | %d | %d |" % tuple(first),
-        "| streaming, last fifth (median) | %.0f | %d | %d |" % tuple(last),
+        "| streaming, quiet samples: first two (median) | %.0f | %d | %d |" % tuple(quiet_first),
+        "| streaming, quiet samples: last two (median) | %.0f | %d | %d |" % tuple(quiet_last),
+        "| streaming, first fifth of all samples (median) | %.0f | %d | %d |" % tuple(first),
+        "| streaming, last fifth of all samples (median) | %.0f | %d | %d |" % tuple(last),
         "| before %d create/destroy cycles | %.0f | %d | %d |" % ((args.cycles,) + before),
         "| after them | %.0f | %d | %d |" % after,
         "",
-        "Flat (RSS +%d MiB, fds +%d, threads +%d at most): %s."
+        "Quiet samples (one a minute: iterator saved and dropped, its consumer's close "
+        "finished, then restored), MiB / fds / threads: "
+        + ", ".join("%.0f/%d/%d" % q[1:] for q in quiet)
+        + ".",
+        "",
+        "Flat (quiet samples and cycles: RSS +%d MiB, fds +%d, threads +%d at most): %s."
         % (RSS_TOLERANCE_MB, FD_TOLERANCE, THREAD_TOLERANCE, "yes" if flat else "NO"),
     ]
     with open(os.path.join(args.output, "soak.md"), "w") as f:

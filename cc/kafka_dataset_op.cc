@@ -651,6 +651,31 @@ REGISTER_OP("KdKafkaDataset")
 REGISTER_KERNEL_BUILDER(Name("KdKafkaDataset").Device(DEVICE_CPU),
                         KafkaDatasetOp);
 
+// The counters and positions of every live KafkaDataset iterator in this
+// process, as the core's JSON document (scalar string).
+class KafkaStatsOp : public OpKernel {
+ public:
+  explicit KafkaStatsOp(OpKernelConstruction* ctx) : OpKernel(ctx) {}
+
+  void Compute(OpKernelContext* ctx) override {
+    kd_text* raw = nullptr;
+    OP_REQUIRES_OK(ctx, ToStatus(kd_stats_json(&raw)));
+    std::unique_ptr<kd_text, decltype(&kd_text_free)> text(raw, &kd_text_free);
+    const kd_str view = kd_text_view(text.get());
+    Tensor* output = nullptr;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, TensorShape({}), &output));
+    output->scalar<tstring>()().assign(view.data, view.len);
+  }
+};
+
+REGISTER_OP("KdKafkaStats")
+    .Output("stats: string")
+    // A new reading every run: never constant folded or deduplicated.
+    .SetIsStateful()
+    .SetShapeFn(shape_inference::ScalarShape);
+
+REGISTER_KERNEL_BUILDER(Name("KdKafkaStats").Device(DEVICE_CPU), KafkaStatsOp);
+
 }  // namespace
 }  // namespace kafka_dataset
 }  // namespace data

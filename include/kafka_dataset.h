@@ -58,6 +58,10 @@ typedef struct kd_error kd_error;
 // One iterator: consumer, merge and position. Calls on one reader must be serialized.
 typedef struct kd_reader kd_reader;
 
+// Owned text (UTF-8) returned by the library, e.g. a stats snapshot. Read it with
+// [`kd_text_view`], free it with [`kd_text_free`].
+typedef struct kd_text kd_text;
+
 // Borrowed UTF-8 text, not NUL-terminated; `data` may be NULL when `len` is 0.
 typedef struct kd_str {
   // First byte.
@@ -249,6 +253,29 @@ struct kd_error *kd_reader_restore(struct kd_reader *reader,
 // # Safety
 // `reader` must be NULL or a reader from this library not yet freed.
 void kd_reader_free(struct kd_reader *reader);
+
+// Writes a snapshot of every live reader's counters and partition positions, as a JSON
+// document (see the README's "Observability"), to `*out_text` (a new text to free with
+// [`kd_text_free`]). Counters and positions are exact up to each reader's last emitted
+// element; watermarks are the ones librdkafka saw when the reader last took fetched
+// messages; which partitions a reader has, and whether they finished, may lag by up to
+// 0.5 s of reading.
+//
+// # Safety
+// `out_text` must be writable.
+struct kd_error *kd_stats_json(struct kd_text **out_text);
+
+// The contents of `text`, borrowed until [`kd_text_free`] (empty for NULL).
+//
+// # Safety
+// `text` must be NULL or a live text from this library.
+struct kd_str kd_text_view(const struct kd_text *text);
+
+// Frees a text. NULL is ignored.
+//
+// # Safety
+// `text` must be NULL or a text from this library not yet freed.
+void kd_text_free(struct kd_text *text);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -52,6 +52,19 @@ pub struct Settings {
     pub prefetch_budget_mb: u64,
 }
 
+/// What to do when a position is no longer in the log (records deleted, e.g. by retention):
+/// `auto.offset.reset` as the user set it. The reader applies it itself, so that what it
+/// skips is counted and logged (librdkafka's own reset is silent).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ResetPolicy {
+    /// DataLoss (the default, and `error`).
+    Fail,
+    /// Continue at the log start (`earliest`, `smallest`, `beginning`).
+    Earliest,
+    /// Continue at the log end (`latest`, `largest`, `end`).
+    Latest,
+}
+
 /// The library's own `config_global` key: MiB of prefetched messages per dataset iterator,
 /// split across its partitions (librdkafka's queue limits apply per partition queue).
 pub const PREFETCH_BUDGET_KEY: &str = "kafka_dataset.prefetch.budget.mb";
@@ -303,6 +316,17 @@ impl Settings {
         })
     }
 
+    /// The user's `auto.offset.reset` (topic properties win over global ones).
+    pub fn reset_policy(&self) -> ResetPolicy {
+        let value = last_value(&self.topic, "auto.offset.reset")
+            .or_else(|| last_value(&self.global, "auto.offset.reset"));
+        match value.map(|v| v.trim().to_ascii_lowercase()).as_deref() {
+            Some("earliest" | "smallest" | "beginning") => ResetPolicy::Earliest,
+            Some("latest" | "largest" | "end") => ResetPolicy::Latest,
+            _ => ResetPolicy::Fail,
+        }
+    }
+
     /// Builds the consumer configuration: our defaults, then the user's properties (with
     /// `${env:..}`/`${file:..}` resolved now), then `servers`/`group`, then what our semantics
     /// require. `streams` sizes the per-partition queue budget. A metadata-only client
@@ -311,8 +335,6 @@ impl Settings {
         let mut config = ClientConfig::new();
         // Defaults the user may override.
         config.set("client.id", "kafka-dataset");
-        // A position below the log start is DataLoss unless the user opts into a reset policy.
-        config.set("auto.offset.reset", "error");
         // librdkafka 2.x pauses fetching 1 s whenever its queue passes the minimum; never pause.
         config.set("fetch.queue.backoff.ms", "0");
         // End of partition (eof and the idle rule) is only seen when a fetch returns empty-handed:
@@ -356,6 +378,9 @@ impl Settings {
         config.set("enable.partition.eof", "true");
         config.set("enable.auto.commit", "false");
         config.set("enable.auto.offset.store", "false");
+        // librdkafka reports a position outside the log instead of moving it silently: the
+        // reader applies the user's policy (`reset_policy`), counting what it skips.
+        config.set("auto.offset.reset", "error");
         Ok(config)
     }
 }

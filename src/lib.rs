@@ -3,7 +3,8 @@
 //!
 //! Pure Rust, no TensorFlow. Layers (DESIGN.md §1): [`spec`] parses entries, [`config`]
 //! validates consumer settings, [`merge`] decides the order, [`state`] encodes the position,
-//! [`reader`] drives one rdkafka consumer, and [`ffi`] exposes it all through a C ABI.
+//! [`reader`] drives one rdkafka consumer, [`stats`] publishes its counters, and [`ffi`]
+//! exposes it all through a C ABI.
 
 #![deny(missing_docs)]
 
@@ -16,6 +17,7 @@ pub mod queue;
 pub mod reader;
 pub mod spec;
 pub mod state;
+pub mod stats;
 
 pub use dataset::DatasetSpec;
 pub use error::{Error, ErrorKind, Result};

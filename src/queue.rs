@@ -165,6 +165,10 @@ impl Drop for RawMessage {
 /// The fetch queue of one partition, detached from the consumer's main queue.
 pub struct PartitionQueue {
     queue: NonNull<rd::rd_kafka_queue_t>,
+    /// The client, for its cached watermarks; it outlives its queues.
+    client: NonNull<rd::rd_kafka_t>,
+    topic: CString,
+    partition: i32,
     // Kept alive while librdkafka may call the non-empty callback with it.
     notify: Box<Arc<dyn Notify>>,
 }
@@ -189,14 +193,10 @@ impl PartitionQueue {
         notify: Arc<dyn Notify>,
     ) -> Option<Self> {
         let topic = CString::new(topic).ok()?;
+        let client = NonNull::new(consumer.client().native_ptr())?;
         // SAFETY: live client handle; valid C string.
-        let raw = unsafe {
-            rd::rd_kafka_queue_get_partition(
-                consumer.client().native_ptr(),
-                topic.as_ptr(),
-                partition,
-            )
-        };
+        let raw =
+            unsafe { rd::rd_kafka_queue_get_partition(client.as_ptr(), topic.as_ptr(), partition) };
         let queue = NonNull::new(raw)?;
         let notify: Box<Arc<dyn Notify>> = Box::new(notify);
         // SAFETY: `queue` is live; the opaque pointer outlives the registration (see Drop).
@@ -208,7 +208,34 @@ impl PartitionQueue {
                 &*notify as *const Arc<dyn Notify> as *mut c_void,
             );
         }
-        Some(PartitionQueue { queue, notify })
+        Some(PartitionQueue {
+            queue,
+            client,
+            topic,
+            partition,
+            notify,
+        })
+    }
+
+    /// The partition's high watermark as librdkafka last saw it in a fetch response (no
+    /// broker request); -1 when not known yet.
+    pub fn high_watermark(&self) -> i64 {
+        let (mut low, mut high) = (-1i64, -1i64);
+        // SAFETY: the client outlives its queues; valid C string; out-params are locals.
+        let err = unsafe {
+            rd::rd_kafka_get_watermark_offsets(
+                self.client.as_ptr(),
+                self.topic.as_ptr(),
+                self.partition,
+                &mut low,
+                &mut high,
+            )
+        };
+        if err == rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
+            high
+        } else {
+            -1
+        }
     }
 
     /// Moves the messages and events that are ready (at most [`POLL_BATCH`]) to the back of

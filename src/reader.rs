@@ -14,14 +14,16 @@ use rdkafka::message::Message as _;
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
 
+use crate::config::ResetPolicy;
 use crate::dataset::DatasetSpec;
 use crate::error::{Error, ErrorKind, Result};
 use crate::merge::{decide, Decision, Gate};
 use crate::queue::{
     commit_within, main_queue_len, pending_errors, Notify, PartitionQueue, RawMessage,
 };
-use crate::spec::{resolve_streams, Cluster, Start, StreamSpec};
+use crate::spec::{resolve_streams, Cluster, Start, StreamSpec, UNLIMITED};
 use crate::state::{check_group_identity, check_identity, decode, encode, State, StreamState};
+use crate::stats::{self, Counters, LogSchedule, PartitionStats, Published, SharedPosition};
 
 mod group;
 
@@ -117,6 +119,12 @@ struct Stream {
     queue: Option<PartitionQueue>,
     /// Last committed next-offset (-1 before any).
     committed: i64,
+    /// Offsets skipped by the reset policy (the log no longer held them).
+    skipped: u64,
+    /// Position and watermark as the stats show them: the position stored on every emitted
+    /// element and whenever the partitions are published, the watermark whenever fetched
+    /// messages are taken.
+    shared: Arc<SharedPosition>,
 }
 
 impl Stream {
@@ -138,12 +146,23 @@ impl Stream {
             caught_up_since: None,
             queue: None,
             committed: -1,
+            skipped: 0,
+            shared: Arc::new(SharedPosition::new(state.next_offset)),
             spec: state.spec,
         };
         if let Some(r) = stream.spec.ranges.get(stream.range) {
             stream.next_offset = stream.next_offset.max(r.start);
         }
         stream
+    }
+
+    /// The shared position, brought up to date (a restore or a skip moves `next_offset`
+    /// without an element).
+    fn shared_position(&self) -> Arc<SharedPosition> {
+        self.shared
+            .next_offset
+            .store(self.next_offset, Ordering::Relaxed);
+        self.shared.clone()
     }
 
     fn gate(&self) -> Gate {
@@ -185,7 +204,12 @@ pub struct Reader {
     consumer: ManuallyDrop<Arc<Consumer>>,
     wake: Arc<Wake>,
     last_emitted_time: i64,
-    late: u64,
+    /// The counters, and the partitions as published for readers of the stats.
+    published: Arc<Published>,
+    /// When the partitions (positions, watermarks) are published next.
+    partitions_due: Instant,
+    /// The periodic log line, if asked for.
+    log: Option<LogSchedule>,
     saved: Vec<u8>,
     /// Reused for every decision (no allocation per element).
     gates: Vec<Gate>,
@@ -538,7 +562,12 @@ impl Reader {
             current: None,
             batch: Vec::new(),
             last_emitted_time: i64::MIN,
-            late: 0,
+            published: stats::register(
+                spec.entries.iter().map(|e| e.topic.clone()).collect(),
+                spec.settings.group.clone(),
+            ),
+            partitions_due: Instant::now(),
+            log: LogSchedule::from_env(),
             saved: Vec::new(),
             partitions,
             clock: Instant::now(),
@@ -555,7 +584,35 @@ impl Reader {
     /// Elements emitted after an idle partition was passed over that were older than the
     /// last emitted timestamp.
     pub fn late_elements(&self) -> u64 {
-        self.late
+        self.published.counters().late
+    }
+
+    /// What this reader counted so far.
+    pub fn counters(&self) -> Counters {
+        self.published.counters()
+    }
+
+    /// Publishes the partitions (their list, watermarks and end; positions are published per
+    /// element) at most every [`PARTITIONS_PUBLISH_INTERVAL`], or now when `all`, for
+    /// [`stats::snapshot_json`]; writes the periodic log line when due. Slow path only.
+    fn publish(&mut self, now: Instant, all: bool) {
+        if all || now >= self.partitions_due {
+            self.partitions_due = now + PARTITIONS_PUBLISH_INTERVAL;
+            let streams = &self.streams;
+            self.published.set_partitions(|partitions| {
+                partitions.clear();
+                partitions.extend(streams.iter().map(|s| PartitionStats {
+                    topic: s.spec.topic.clone(),
+                    partition: s.spec.partition,
+                    position: s.shared_position(),
+                    finished: s.finished,
+                    skipped: s.skipped,
+                }));
+            });
+        }
+        if let Some(log) = self.log.as_mut() {
+            log.maybe_log(now, &self.published);
+        }
     }
 
     /// Waits at most `max_wait` for the next element, then takes up to `max_elements - 1`
@@ -594,10 +651,9 @@ impl Reader {
         // stream, and a Wait re-decides below with a fresh one.
         self.fast_steps += 1;
         if self.fast_steps < FAST_STEPS && !self.wake.main_ready.load(Ordering::Relaxed) {
-            match self.step(self.clock)? {
-                Decision::Emit { .. } => return Ok(Next::Element),
-                Decision::End => return Ok(Next::End),
-                Decision::Wait { .. } => {}
+            // The end and a wait go through the slow path (which also publishes the stats).
+            if let Decision::Emit { .. } = self.step(self.clock)? {
+                return Ok(Next::Element);
             }
         }
         self.fast_steps = 0;
@@ -607,7 +663,9 @@ impl Reader {
             self.serve_main_queue()?;
             let now = Instant::now();
             self.clock = now;
-            match self.step(now)? {
+            let decision = self.step(now)?;
+            self.publish(now, decision == Decision::End);
+            match decision {
                 Decision::Emit { .. } => return Ok(Next::Element),
                 Decision::End => return Ok(Next::End),
                 Decision::Wait { until } => {
@@ -657,10 +715,16 @@ impl Reader {
             .take()
             .expect("the merge emits only buffered heads");
         stream.next_offset = message.offset + 1;
+        stream
+            .shared
+            .next_offset
+            .store(stream.next_offset, Ordering::Relaxed);
         stream.emitted_time = stream.emitted_time.max(message.timestamp);
-        if passed_idle && message.timestamp < self.last_emitted_time {
-            self.late += 1;
-        }
+        let raw = &message.raw;
+        let bytes = raw.payload().map_or(0, <[u8]>::len) + raw.key().map_or(0, <[u8]>::len);
+        let late = passed_idle && message.timestamp < self.last_emitted_time;
+        self.published
+            .count_element(bytes as u64, passed_idle, late);
         self.last_emitted_time = self.last_emitted_time.max(message.timestamp);
         if stream.spec.ranges[stream.range].is_past(stream.next_offset) {
             self.finish_range(index);
@@ -769,7 +833,12 @@ impl Reader {
                 }
                 let Some(message) = stream.pending.pop_front() else {
                     match stream.queue.as_ref() {
-                        Some(queue) if queue.poll_into(&mut stream.pending) > 0 => continue,
+                        Some(queue) if queue.poll_into(&mut stream.pending) > 0 => {
+                            // Once per batch taken: a lookup in librdkafka's cache.
+                            let high = queue.high_watermark();
+                            stream.shared.high_watermark.store(high, Ordering::Relaxed);
+                            continue;
+                        }
                         _ => break,
                     }
                 };
@@ -809,8 +878,9 @@ impl Reader {
     }
 
     /// Handles a fatal consumption error of stream `index`. The broker refusing the position
-    /// means DataLoss below the log start; beyond the log end the stream ends with `eof`, and
-    /// without it the entry asks for offsets that do not exist yet: InvalidArgument.
+    /// means DataLoss below the log start (unless the user's reset policy skips to the log's
+    /// start or end); beyond the log end the stream ends with `eof`, and without it the entry
+    /// asks for offsets that do not exist yet: InvalidArgument.
     fn consumption_error(&mut self, index: usize, e: &KafkaError) -> Result<()> {
         let stream = &self.streams[index];
         let (name, offset) = (stream.spec.name(), stream.next_offset);
@@ -831,6 +901,10 @@ impl Reader {
             Ok((_, high)) if offset >= high => Err(Error::invalid(format!(
                 "{name}: offset {offset} is beyond the end of the log (next offset {high})"
             ))),
+            Ok((low, high)) if self.spec.settings.reset_policy() != ResetPolicy::Fail => {
+                self.skip_lost(index, low, high);
+                Ok(())
+            }
             other => {
                 let range = other
                     .map(|(low, high)| format!(" (the log holds offsets {low}..{high})"))
@@ -841,6 +915,67 @@ impl Reader {
                         "{name}: offset {offset} is no longer in the log{range}; messages were deleted, e.g. by retention. Set auto.offset.reset=earliest|latest in config_topic to skip instead"
                     ),
                 ))
+            }
+        }
+    }
+
+    /// Applies the reset policy to stream `index`, whose position is below the log start
+    /// `low`: continues at `low` (earliest) or `high` (latest), counting the skipped offsets
+    /// that its ranges wanted, and says so on stderr (never silently).
+    fn skip_lost(&mut self, index: usize, low: i64, high: i64) {
+        let policy = self.spec.settings.reset_policy();
+        let target = if policy == ResetPolicy::Earliest {
+            low
+        } else {
+            high
+        };
+        let stream = &mut self.streams[index];
+        let from = stream.next_offset;
+        let skipped: i64 = stream.spec.ranges[stream.range..]
+            .iter()
+            .map(|r| {
+                let end = if r.last == UNLIMITED {
+                    target
+                } else {
+                    target.min(r.last + 1)
+                };
+                (end - from.max(r.start)).max(0)
+            })
+            .sum();
+        let skipped = skipped as u64;
+        stream.skipped += skipped;
+        self.published.count_skipped(skipped);
+        stream.next_offset = stream.next_offset.max(target);
+        while !stream.finished && stream.spec.ranges[stream.range].is_past(stream.next_offset) {
+            stream.advance_range();
+        }
+        stream.head = None;
+        stream.pending.clear();
+        eprintln!(
+            "kafka-dataset: {}: offsets from {from} are no longer in the log (it holds {low}..{high}); auto.offset.reset={} continues at {}, skipping {skipped} offsets",
+            stream.spec.name(),
+            if policy == ResetPolicy::Earliest { "earliest" } else { "latest" },
+            stream.next_offset,
+        );
+        if stream.finished {
+            self.stop_fetching(index);
+        } else {
+            // librdkafka stopped this partition's fetcher on the error, and a seek needs a
+            // running one: assign the partition again at the new position. Best effort: were
+            // it to fail, the read waits (and the stats show the lag) instead of losing more.
+            let mut tpl = TopicPartitionList::new();
+            tpl.add_partition(&stream.spec.topic, stream.spec.partition);
+            let _ = self.consumer.incremental_unassign(&tpl);
+            let mut tpl = TopicPartitionList::new();
+            if tpl
+                .add_partition_offset(
+                    &stream.spec.topic,
+                    stream.spec.partition,
+                    Offset::Offset(stream.next_offset),
+                )
+                .is_ok()
+            {
+                let _ = self.consumer.incremental_assign(&tpl);
             }
         }
     }
@@ -950,10 +1085,14 @@ impl Reader {
         } else {
             check_identity(&self.spec.entries, self.spec.assignment, &state)?;
         }
-        let restored = Self::start(self.spec.clone(), state)?;
+        let mut restored = Self::start(self.spec.clone(), state)?;
+        // The same iterator to the stats: its id and counters carry on.
+        std::mem::swap(&mut restored.published, &mut self.published);
+        std::mem::swap(&mut restored.log, &mut self.log);
         // The replaced reader must not commit its older position on the way out.
         self.commits = None;
         *self = restored;
+        self.publish(Instant::now(), true);
         Ok(())
     }
 }
@@ -961,6 +1100,10 @@ impl Reader {
 /// At most this many elements are emitted in a row at a cached clock before [`Reader::next`]
 /// reads the clock and serves the consumer's main queue (errors, commit results) again.
 const FAST_STEPS: u32 = 64;
+
+/// How often the partitions' list, watermarks and ends are published for the stats
+/// (counters and positions are published per element).
+const PARTITIONS_PUBLISH_INTERVAL: Duration = Duration::from_millis(500);
 
 /// How long dropping a reader waits for its final commit and its consumer's close before
 /// leaving the rest of the close to a background thread; also how long a group member waits

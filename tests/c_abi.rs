@@ -275,6 +275,9 @@ fn every_header_function_is_covered() {
         "kd_reader_stream_position",
         "kd_reader_restore",
         "kd_reader_free",
+        "kd_stats_json",
+        "kd_text_view",
+        "kd_text_free",
     ];
     let header = std::fs::read_to_string(
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("include/kafka_dataset.h"),
@@ -307,6 +310,9 @@ fn free_functions_accept_null() {
         kd_error_free(ptr::null_mut());
         kd_dataset_free(ptr::null_mut());
         kd_reader_free(ptr::null_mut());
+        kd_text_free(ptr::null_mut());
+        let empty = kd_text_view(ptr::null());
+        assert!(empty.data.is_null() && empty.len == 0);
     }
 }
 
@@ -1422,4 +1428,39 @@ fn a_panic_inside_the_abi_is_an_internal_error_and_the_process_lives() {
         kd_code::KD_CODE_INVALID_ARGUMENT,
         "bad view checked before panicking"
     );
+}
+
+#[test]
+fn stats_show_a_live_readers_counters_and_free_back_to_the_baseline() {
+    let cluster = Cluster::new();
+    let reader = cluster.reader();
+    unsafe {
+        assert_eq!(read_all(reader).len(), MESSAGES.len());
+        expect_err(kd_stats_json(ptr::null_mut()), INVALID, &["out_text"]);
+
+        let before = live();
+        let mut text = sentinel::<kd_text>();
+        expect_ok(kd_stats_json(&mut text));
+        assert!(!text.is_null() && text != sentinel());
+        let json = str_of(kd_text_view(text));
+        kd_text_free(text);
+
+        // This reader, after its end: every message and key/value byte counted, nothing
+        // left to read.
+        let bytes: usize = MESSAGES.iter().map(|m| m.3.len() + m.4.len()).sum();
+        let summary = format!(
+            "\"topics\":[\"{TOPIC}\"],\"group\":\"\",\"messages\":{},\"bytes\":{bytes},\"late_elements\":0,\"idle_passes\":0,\"skipped_offsets\":0,\"lag\":0,",
+            MESSAGES.len()
+        );
+        assert!(json.contains(&summary), "{summary} not in {json}");
+        for (partition, next_offset) in [(0, 3), (1, 2)] {
+            let entry = format!(
+                "{{\"topic\":\"{TOPIC}\",\"partition\":{partition},\"next_offset\":{next_offset},\"high_watermark\":{next_offset},\"lag\":0,\"finished\":true,"
+            );
+            assert!(json.contains(&entry), "{entry} not in {json}");
+        }
+        drop((json, summary));
+        assert_eq!(live(), before, "the text freed everything it allocated");
+        kd_reader_free(reader);
+    }
 }

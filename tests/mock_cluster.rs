@@ -323,7 +323,35 @@ fn position_below_the_log_start_is_data_loss_unless_a_reset_policy_is_set() {
     let s = DatasetSpec::new(&topics, &c.servers(), "", true, 100, &[], &reset).unwrap();
     let mut r = Reader::new(&s).unwrap();
     let first = read(&mut r, 1, Duration::from_secs(30));
-    assert!(first[0].1 > 0, "first offset {}", first[0].1);
+    let log_start = first[0].1;
+    assert!(log_start > 0, "first offset {log_start}");
+    // ... and counts exactly what it skipped: offsets 0..log_start.
+    assert_eq!(r.counters().skipped, log_start as u64);
+    assert_eq!(r.counters().messages, 1);
+    // A bounded range counts only the offsets it wanted: 2..=4 of the deleted ones.
+    let topics = vec![
+        "retained:0:2:4".to_string(),
+        "retained:0:100:-1".to_string(),
+    ];
+    let s = DatasetSpec::new(&topics, &c.servers(), "", true, 100, &[], &reset).unwrap();
+    let mut r = Reader::new(&s).unwrap();
+    let first = read(&mut r, 1, Duration::from_secs(30));
+    assert_eq!(
+        first[0].1,
+        100.max(log_start),
+        "continues in the next range"
+    );
+    assert_eq!(
+        r.counters().skipped,
+        3 + (log_start - 100).max(0) as u64,
+        "log start {log_start}"
+    );
+    // `latest` skips to the log end: with eof nothing is left to read.
+    let latest = vec!["auto.offset.reset=latest".to_string()];
+    let s = DatasetSpec::new(&topics[..1], &c.servers(), "", true, 100, &[], &latest).unwrap();
+    let mut r = Reader::new(&s).unwrap();
+    assert!(read(&mut r, 1, Duration::from_secs(30)).is_empty());
+    assert_eq!(r.counters().skipped, 3);
 }
 
 #[test]

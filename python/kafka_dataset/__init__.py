@@ -16,6 +16,7 @@ import tensorflow as tf
 from kafka_dataset._loader import LibraryError, library_path, load_library
 from kafka_dataset.dataset import KafkaDataset, KafkaDatasetV1, KafkaDatasetV2
 from kafka_dataset.distribute import distributed_dataset, without_auto_shard
+from kafka_dataset.stats import stats, stats_tensor
 
 __version__ = "0.1.0"
 
@@ -27,6 +28,8 @@ __all__ = [
     "distributed_dataset",
     "library_path",
     "load_library",
+    "stats",
+    "stats_tensor",
     "without_auto_shard",
 ]
 

@@ -31,6 +31,12 @@ pub struct kd_reader {
     reader: Reader,
 }
 
+/// Owned text (UTF-8) returned by the library, e.g. a stats snapshot. Read it with
+/// [`kd_text_view`], free it with [`kd_text_free`].
+pub struct kd_text {
+    text: String,
+}
+
 /// Borrowed bytes; `data` may be NULL when `len` is 0.
 #[repr(C)]
 #[derive(Clone, Copy)]
@@ -594,6 +600,55 @@ pub unsafe extern "C" fn kd_reader_restore(
 pub unsafe extern "C" fn kd_reader_free(reader: *mut kd_reader) {
     if !reader.is_null() {
         let _ = catch_unwind(AssertUnwindSafe(|| drop(Box::from_raw(reader))));
+    }
+}
+
+/// Writes a snapshot of every live reader's counters and partition positions, as a JSON
+/// document (see the README's "Observability"), to `*out_text` (a new text to free with
+/// [`kd_text_free`]). Counters and positions are exact up to each reader's last emitted
+/// element; watermarks are the ones librdkafka saw when the reader last took fetched
+/// messages; which partitions a reader has, and whether they finished, may lag by up to
+/// 0.5 s of reading.
+///
+/// # Safety
+/// `out_text` must be writable.
+#[no_mangle]
+pub unsafe extern "C" fn kd_stats_json(out_text: *mut *mut kd_text) -> *mut kd_error {
+    boundary(|| {
+        let out_text = out_param(out_text, "out_text")?;
+        *out_text = Box::into_raw(Box::new(kd_text {
+            text: crate::stats::snapshot_json(),
+        }));
+        Ok(())
+    })
+}
+
+/// The contents of `text`, borrowed until [`kd_text_free`] (empty for NULL).
+///
+/// # Safety
+/// `text` must be NULL or a live text from this library.
+#[no_mangle]
+pub unsafe extern "C" fn kd_text_view(text: *const kd_text) -> kd_str {
+    match text.as_ref() {
+        Some(t) => kd_str {
+            data: t.text.as_ptr() as *const c_char,
+            len: t.text.len(),
+        },
+        None => kd_str {
+            data: std::ptr::null(),
+            len: 0,
+        },
+    }
+}
+
+/// Frees a text. NULL is ignored.
+///
+/// # Safety
+/// `text` must be NULL or a text from this library not yet freed.
+#[no_mangle]
+pub unsafe extern "C" fn kd_text_free(text: *mut kd_text) {
+    if !text.is_null() {
+        let _ = catch_unwind(AssertUnwindSafe(|| drop(Box::from_raw(text))));
     }
 }
 
