@@ -2,7 +2,9 @@
 //! TensorFlow and links it, whole, into the cdylib next to `libtensorflow_framework.so.2`.
 //!
 //! Flags come from `tf.sysconfig` of `$PYTHON` (default `python3`), or verbatim from
-//! `TF_CFLAGS` / `TF_LFLAGS` when set (space-separated, as `tf.sysconfig` prints them).
+//! `TF_CFLAGS` / `TF_LFLAGS` when set (space-separated, as `tf.sysconfig` prints them); the
+//! TensorFlow version compiled into the library (which the Python loader checks) from
+//! `tf.__version__`, or `TF_VERSION`.
 
 use std::env;
 use std::process::Command;
@@ -12,14 +14,19 @@ fn main() {
     if env::var_os("CARGO_FEATURE_TENSORFLOW").is_none() {
         return;
     }
-    for var in ["PYTHON", "TF_CFLAGS", "TF_LFLAGS"] {
+    for var in ["PYTHON", "TF_CFLAGS", "TF_LFLAGS", "TF_VERSION"] {
         println!("cargo:rerun-if-env-changed={var}");
     }
     println!("cargo:rerun-if-changed=cc");
     println!("cargo:rerun-if-changed=include/kafka_dataset.h");
 
-    let cflags = flags("TF_CFLAGS", "get_compile_flags");
-    let lflags = flags("TF_LFLAGS", "get_link_flags");
+    let cflags = flags("TF_CFLAGS", "' '.join(tf.sysconfig.get_compile_flags())");
+    let lflags = flags("TF_LFLAGS", "' '.join(tf.sysconfig.get_link_flags())");
+    let version = flags("TF_VERSION", "tf.__version__").join("");
+    assert!(
+        !version.is_empty() && version.chars().all(|c| c.is_ascii_alphanumeric() || c == '.'),
+        "unexpected TensorFlow version {version:?}"
+    );
 
     let mut build = cc::Build::new();
     build
@@ -31,6 +38,7 @@ fn main() {
         .opt_level(2)
         // TensorFlow's headers print hundreds of warnings that are not ours.
         .warnings(false)
+        .define("KD_BUILT_FOR_TF", format!("\"{version}\"").as_str())
         .cargo_metadata(false);
     for f in &cflags {
         // tf.sysconfig says --std=c++17; keep it, it matches what the cc crate passes through.
@@ -58,13 +66,14 @@ fn main() {
     println!("cargo:rustc-cdylib-link-arg=-Wl,-z,defs");
 }
 
-fn flags(var: &str, function: &str) -> Vec<String> {
+/// `$var` split at whitespace, else what `expression` (over `tf`) prints in `$PYTHON`.
+fn flags(var: &str, expression: &str) -> Vec<String> {
     if let Ok(v) = env::var(var) {
         return v.split_whitespace().map(String::from).collect();
     }
     let python = env::var("PYTHON").unwrap_or_else(|_| "python3".into());
     let script = format!(
-        "import os; os.environ['TF_CPP_MIN_LOG_LEVEL']='3'; import tensorflow as tf; print(' '.join(tf.sysconfig.{function}()))"
+        "import os; os.environ['TF_CPP_MIN_LOG_LEVEL']='3'; import tensorflow as tf; print({expression})"
     );
     let out = Command::new(&python)
         .args(["-c", &script])

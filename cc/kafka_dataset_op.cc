@@ -34,6 +34,13 @@
 #include "tensorflow/core/platform/thread_annotations.h"
 #include "tensorflow/core/platform/tstring.h"
 
+// The TensorFlow version this library was compiled against, as bytes the
+// Python loader finds in the file before loading it: a library built for
+// another TensorFlow minor version fails to load with an unreadable symbol
+// error, or worse. `retain` keeps the linker from dropping it.
+extern "C" __attribute__((used, retain)) const char kd_built_for_tensorflow[] =
+    "KAFKA_DATASET_BUILT_FOR_TENSORFLOW=" KD_BUILT_FOR_TF;
+
 namespace tensorflow {
 namespace data {
 namespace kafka_dataset {

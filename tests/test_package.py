@@ -7,6 +7,7 @@ import kafka_dataset
 import pytest
 import tensorflow as tf
 from kafka_dataset import _loader
+from kafka_dataset import testing as kt
 
 SEED_PARAMETERS = [
     ("topics", inspect.Parameter.empty),
@@ -140,3 +141,73 @@ def test_v1_class_in_graph_mode_via_compat_v1_namespace(kd):
         iterator = tf1.data.Iterator.from_structure(ds.output_types)
         iterator.make_initializer(ds)
         assert iterator.get_next().dtype == tf.string
+
+
+def test_a_library_built_for_another_tensorflow_names_both_versions(kd, run_python, tmp_path):
+    built = kafka_dataset.built_for_tensorflow()
+    assert built == tf.__version__, "the library records the TensorFlow it was built against"
+    # The same library, its recorded version changed to another minor version (same length).
+    other = ("1.0." + "0" * len(built))[: len(built)]
+    data = open(kafka_dataset.library_path(), "rb").read()
+    tag = _loader.BUILD_TAG + built.encode() + b"\0"
+    assert data.count(tag) == 1
+    copy = tmp_path / "libkafka_dataset.so"
+    copy.write_bytes(data.replace(tag, _loader.BUILD_TAG + other.encode() + b"\0"))
+    proc = run_python(
+        "import kafka_dataset\n"
+        "try:\n"
+        "    kafka_dataset.load_library()\n"
+        "except kafka_dataset.LibraryError as e:\n"
+        "    print('ERROR', e)\n",
+        env={_loader.ENV_VAR: str(copy)},
+    )
+    assert "ERROR" in proc.stdout, proc.stdout + proc.stderr
+    assert "built for TensorFlow %s" % other in proc.stdout, proc.stdout
+    assert "this is TensorFlow %s" % tf.__version__ in proc.stdout, proc.stdout
+
+
+WHEEL_CHILD = r"""
+import os, sys
+site, servers, topic = sys.argv[1:4]
+import kafka_dataset
+assert kafka_dataset.__file__.startswith(site), kafka_dataset.__file__
+assert kafka_dataset.library_path().startswith(site), kafka_dataset.library_path()
+ds = kafka_dataset.KafkaDataset([topic + ":0"], servers=servers, eof=True)
+print("READ", [v.numpy().decode() for v in ds])
+"""
+
+
+def test_pip_wheel_builds_a_platform_wheel_whose_library_loads(kd, kafka, run_python, tmp_path):
+    import subprocess
+    import sys
+    import zipfile
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out = tmp_path / "wheels"
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-build-isolation", "--no-deps", "-q",
+         "-w", str(out), root],
+        check=True, timeout=900, capture_output=True,
+    )  # fmt: skip
+    (wheel,) = out.glob("*.whl")
+    # A platform wheel for this interpreter: the library is native code.
+    py = "cp%d%d" % sys.version_info[:2]
+    assert wheel.name.startswith(
+        "kafka_dataset-%s-%s-%s-linux_" % (kafka_dataset.__version__, py, py)
+    )
+    site = tmp_path / "site"
+    with zipfile.ZipFile(wheel) as z:
+        names = z.namelist()
+        for member in ["libkafka_dataset.so", "__init__.py", "stats.py", "inspect.py"]:
+            assert "kafka_dataset/" + member in names, names
+        z.extractall(site)
+    topic = kafka.new_topic(1)
+    kafka.produce(topic, [(0, b"w%d" % i, None, 1700000000000 + i) for i in range(3)])
+    env = {"PYTHONPATH": str(site)}
+    env = {k: v for k, v in kt.python_env(env).items() if k != _loader.ENV_VAR}
+    env["PYTHONPATH"] = str(site)  # only the wheel's copy, not the source tree
+    proc = subprocess.run(
+        [sys.executable, "-c", WHEEL_CHILD, str(site), kafka.servers, topic],
+        capture_output=True, text=True, timeout=300, env=env, cwd=str(tmp_path),
+    )  # fmt: skip
+    assert "READ ['w0', 'w1', 'w2']" in proc.stdout, proc.stdout + proc.stderr[-3000:]

@@ -13,7 +13,7 @@ import importlib
 
 import tensorflow as tf
 
-from kafka_dataset._loader import LibraryError, library_path, load_library
+from kafka_dataset._loader import LibraryError, built_for_tensorflow, library_path, load_library
 from kafka_dataset.dataset import KafkaDataset, KafkaDatasetV1, KafkaDatasetV2
 from kafka_dataset.distribute import distributed_dataset, without_auto_shard
 from kafka_dataset.stats import stats, stats_tensor
@@ -25,6 +25,7 @@ __all__ = [
     "KafkaDatasetV1",
     "KafkaDatasetV2",
     "LibraryError",
+    "built_for_tensorflow",
     "distributed_dataset",
     "library_path",
     "load_library",

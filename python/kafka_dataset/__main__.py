@@ -22,6 +22,10 @@ def diagnostics():
     print("tensorflow %s" % tf.__version__)
     print("library %s" % kafka_dataset.library_path())
     try:
+        print("built for tensorflow %s" % kafka_dataset.built_for_tensorflow())
+    except OSError as e:
+        print("library not readable: %s" % e)
+    try:
         ops = kafka_dataset.load_library()
     except kafka_dataset.LibraryError as e:
         print("NOT LOADED: %s" % e)

@@ -7,6 +7,7 @@ the library (so the ``tf.data`` aliases exist and ``python -m kafka_dataset``
 can diagnose), and the first ``KafkaDataset(...)`` loads it.
 """
 
+import mmap
 import os
 import threading
 
@@ -14,6 +15,9 @@ ENV_VAR = "KAFKA_DATASET_LIBRARY"
 LIBRARY_NAME = "libkafka_dataset.so"
 OP_NAME = "KdKafkaDataset"
 OP_FUNCTION = "kd_kafka_dataset"
+
+# The C++ shim embeds `KAFKA_DATASET_BUILT_FOR_TENSORFLOW=<version>` (see build.rs).
+BUILD_TAG = b"KAFKA_DATASET_BUILT_FOR_TENSORFLOW="
 
 _lock = threading.Lock()
 _ops = None
@@ -32,6 +36,23 @@ def library_path():
             return os.path.join(override, LIBRARY_NAME)
         return override
     return os.path.join(os.path.dirname(os.path.abspath(__file__)), LIBRARY_NAME)
+
+
+def built_for_tensorflow(path=None):
+    """The TensorFlow version the library at `path` (default: `library_path()`) was built
+    against, read from the file without loading it; None when it carries no tag."""
+    path = path or library_path()
+    with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
+        at = data.find(BUILD_TAG)
+        if at < 0:
+            return None
+        start = at + len(BUILD_TAG)
+        end = data.find(b"\0", start, start + 64)
+        return data[start:end].decode("ascii", "replace") if end > start else None
+
+
+def _minor(version):
+    return tuple(version.split(".")[:2])
 
 
 def load_library():
@@ -56,6 +77,17 @@ def load_library():
             )
         import tensorflow as tf  # deferred: importing TF is slow and not needed for path queries
 
+        # A library built for another TensorFlow minor version does not load (C++ ABI, op
+        # registry): say which versions, instead of an undefined-symbol error or a crash.
+        built = built_for_tensorflow(path)
+        if built is not None and _minor(built) != _minor(tf.__version__):
+            raise LibraryError(
+                "kafka_dataset: %s was built for TensorFlow %s, but this is TensorFlow %s; a "
+                "library built for one TensorFlow minor version does not load in another. "
+                "Install the kafka-dataset wheel built for TensorFlow %s, or rebuild from source "
+                "with `pip install --no-build-isolation .`"
+                % (path, built, tf.__version__, ".".join(_minor(tf.__version__)))
+            )
         try:
             ops = tf.load_op_library(path)
         except Exception as e:  # tf raises NotFoundError / RuntimeError with the dlopen message
