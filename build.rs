@@ -24,7 +24,10 @@ fn main() {
     let lflags = flags("TF_LFLAGS", "' '.join(tf.sysconfig.get_link_flags())");
     let version = flags("TF_VERSION", "tf.__version__").join("");
     assert!(
-        !version.is_empty() && version.chars().all(|c| c.is_ascii_alphanumeric() || c == '.'),
+        !version.is_empty()
+            && version
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '.'),
         "unexpected TensorFlow version {version:?}"
     );
 
