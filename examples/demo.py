@@ -32,6 +32,7 @@ except ImportError:  # run from a source checkout without installing
         0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "python")
     )
 
+import kafka_dataset  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from kafka_dataset import testing as kt  # noqa: E402
 
@@ -144,6 +145,16 @@ class ClickModel(tf.Module):
         return loss
 
 
+def progress(topic):
+    """The reader's own counters (kafka_dataset.stats()): messages read so far (ahead of training
+    by what tf.data buffers), bytes, and the lag to the partitions' high watermarks."""
+    mine = [s for s in kafka_dataset.stats() if s["topics"] == [topic]]
+    if not mine:
+        return "no live reader"
+    s = mine[0]
+    return "reader: %d messages, %.0f KiB, lag %s" % (s["messages"], s["bytes"] / 1024, s["lag"])
+
+
 def ids_of(batch):
     return batch[0]["id"].numpy().tolist()
 
@@ -184,8 +195,14 @@ def trainer(args):
             losses.append(float(model.train_step(features, labels)))
             if step % 5 == 4:
                 print(
-                    "  step %3d  mean loss of the last 5 batches %.4f  (events %d..%d)"
-                    % (step + 1, sum(losses[-5:]) / 5, seen[-5 * BATCH], seen[-1])
+                    "  step %3d  mean loss of the last 5 batches %.4f  (events %d..%d; %s)"
+                    % (
+                        step + 1,
+                        sum(losses[-5:]) / 5,
+                        seen[-5 * BATCH],
+                        seen[-1],
+                        progress(topic),
+                    )
                 )
         assert seen == list(range(len(seen))), "merged stream is not in event-time order"
 
@@ -263,6 +280,8 @@ def restorer(args):
             print("first batch after restore: ids %d..%d" % (batch_ids[0], batch_ids[-1]))
         ids += batch_ids
         losses.append(float(model.train_step(features, labels)))
+        if len(losses) % 10 == 0:
+            print("  step %3d  %s" % (int(model.steps.numpy()), progress(args.topic)))
     print(
         "trained %d more batches (steps %d..%d) to the end of the stream; mean loss of the "
         "first 5 %.4f, of the last 5 %.4f"

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Sets everything up (scripts/setup.sh), runs the style checks, the Rust tests (core, C ABI,
-# librdkafka mock cluster) and the Python tests against a real local broker (tansu, started by
-# the tests themselves; $KAFKA_BOOTSTRAP_SERVERS points them at another cluster instead).
+# librdkafka mock cluster), the Python tests against a real local broker (tansu, started by
+# the tests themselves; $KAFKA_BOOTSTRAP_SERVERS points them at another cluster instead), the
+# examples, and the second TensorFlow of the version matrix (KAFKA_DATASET_SKIP_TF216=1 skips
+# it). Arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -24,4 +26,12 @@ cargo test --release --locked --features test-hooks
 
 log "Python tests"
 .venv/bin/python -m pytest tests -q "$@"
+
+log "examples"
+bash scripts/examples.sh
+
+if [ "${KAFKA_DATASET_SKIP_TF216:-0}" != 1 ]; then
+  log "TensorFlow 2.16.2: wheel, reduced test set, version check"
+  bash scripts/test_tf216.sh
+fi
 log "all tests passed"
