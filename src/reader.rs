@@ -206,7 +206,7 @@ pub struct Reader {
     last_emitted_time: i64,
     /// The counters, and the partitions as published for readers of the stats.
     published: Arc<Published>,
-    /// When the partitions (positions, watermarks) are published next.
+    /// When the partitions (list, ends) are published next.
     partitions_due: Instant,
     /// The periodic log line, if asked for.
     log: Option<LogSchedule>,
@@ -592,8 +592,9 @@ impl Reader {
         self.published.counters()
     }
 
-    /// Publishes the partitions (their list, watermarks and end; positions are published per
-    /// element) at most every [`PARTITIONS_PUBLISH_INTERVAL`], or now when `all`, for
+    /// Publishes the partitions (their list and whether each finished; positions and
+    /// watermarks are shared as they change) at most every [`PARTITIONS_PUBLISH_INTERVAL`], or
+    /// now when `all`, for
     /// [`stats::snapshot_json`]; writes the periodic log line when due. Slow path only.
     fn publish(&mut self, now: Instant, all: bool) {
         if all || now >= self.partitions_due {
@@ -1101,8 +1102,8 @@ impl Reader {
 /// reads the clock and serves the consumer's main queue (errors, commit results) again.
 const FAST_STEPS: u32 = 64;
 
-/// How often the partitions' list, watermarks and ends are published for the stats
-/// (counters and positions are published per element).
+/// How often the partitions' list and ends are published for the stats (counters, positions
+/// and watermarks are shared as they change).
 const PARTITIONS_PUBLISH_INTERVAL: Duration = Duration::from_millis(500);
 
 /// How long dropping a reader waits for its final commit and its consumer's close before
