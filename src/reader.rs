@@ -750,10 +750,19 @@ impl Reader {
     /// The positions a commit should carry (see [`Reader::commit`]), marked as committed; none
     /// without a user-given group or when nothing moved.
     fn uncommitted(&mut self, all: bool) -> Option<TopicPartitionList> {
+        self.uncommitted_of(all, |_| true)
+    }
+
+    /// [`Reader::uncommitted`] of the streams `which` selects.
+    fn uncommitted_of(
+        &mut self,
+        all: bool,
+        which: impl Fn(&Stream) -> bool,
+    ) -> Option<TopicPartitionList> {
         let commits = self.commits.as_mut()?;
         commits.due = Instant::now() + commits.interval;
         let mut tpl = TopicPartitionList::new();
-        for stream in self.streams.iter_mut() {
+        for stream in self.streams.iter_mut().filter(|s| which(s)) {
             if (all || stream.next_offset != stream.committed)
                 && tpl
                     .add_partition_offset(
@@ -767,6 +776,15 @@ impl Reader {
             }
         }
         (tpl.count() > 0).then_some(tpl)
+    }
+
+    /// Commits the position of every stream `which` selects and waits for the broker's answer
+    /// (at most [`CLOSE_WAIT`]): before partitions go to another owner or the reader goes away.
+    /// A no-op without a user-given group.
+    fn commit_and_wait(&mut self, which: impl Fn(&Stream) -> bool) {
+        if let Some(positions) = self.uncommitted_of(true, which) {
+            commit_within(&self.consumer, &positions, CLOSE_WAIT);
+        }
     }
 
     /// Moves a stream past its current range: seeks over a gap, or stops fetching after the
@@ -1125,9 +1143,8 @@ impl Drop for Reader {
         let deadline = Instant::now() + wait;
         // The final commit, waited for (within the same short wait): a group member's
         // partitions go to their next owner, which starts where this commit says.
-        let left = self.group.as_ref().is_some_and(Membership::has_left);
-        if let Some(positions) = self.uncommitted(true).filter(|_| !left) {
-            commit_within(&self.consumer, &positions, wait);
+        if !self.group.as_ref().is_some_and(Membership::has_left) {
+            self.commit_and_wait(|_| true);
         }
         // Rebalances from here on (the close revokes everything) need no commit or read.
         self.consumer.context().close(&self.consumer);

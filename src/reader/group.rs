@@ -16,7 +16,7 @@ use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
 use super::{kafka_error, Reader, Stream, CLOSE_WAIT};
 use crate::error::{Error, ErrorKind, Result};
-use crate::queue::{commit_within, PartitionQueue};
+use crate::queue::PartitionQueue;
 use crate::spec::{Range, StreamSpec, UNLIMITED};
 use crate::state::StreamState;
 
@@ -292,21 +292,10 @@ impl Reader {
                 .any(|(t, p)| *t == s.spec.topic && *p == s.spec.partition)
         };
         if !lost {
-            let mut positions = TopicPartitionList::new();
-            for s in self.streams.iter().filter(|s| leaving(s)) {
-                // Offsets here are emitted positions (>= 0): adding cannot fail.
-                let _ = positions.add_partition_offset(
-                    &s.spec.topic,
-                    s.spec.partition,
-                    Offset::Offset(s.next_offset),
-                );
-            }
             // Waited for (briefly): the next owner starts where this commit says. Should it
             // fail or time out, the next owner starts at the last successful commit: the
             // documented duplicates.
-            if positions.count() > 0 {
-                commit_within(&self.consumer, &positions, CLOSE_WAIT);
-            }
+            self.commit_and_wait(leaving);
         }
         // Messages of released partitions go back to librdkafka before the unassign.
         self.current = None;
@@ -334,9 +323,7 @@ impl Reader {
         }
         group.left = true;
         let deadline = Instant::now() + CLOSE_WAIT;
-        if let Some(positions) = self.uncommitted(true) {
-            commit_within(&self.consumer, &positions, CLOSE_WAIT);
-        }
+        self.commit_and_wait(|_| true);
         // The revocation that unsubscribing starts completes on its own from here.
         self.consumer.context().close(&self.consumer);
         self.consumer.unsubscribe();
