@@ -2,8 +2,9 @@
 # Sets everything up (scripts/setup.sh), runs the style checks, the Rust tests (core, C ABI,
 # librdkafka mock cluster), the Python tests against a real local broker (tansu, started by
 # the tests themselves; $KAFKA_BOOTSTRAP_SERVERS points them at another cluster instead), the
-# examples, and the second TensorFlow of the version matrix (KAFKA_DATASET_SKIP_TF216=1 skips
-# it). Arguments go to pytest.
+# examples, the second TensorFlow of the version matrix and the Bazel build
+# (KAFKA_DATASET_SKIP_TF216=1 / KAFKA_DATASET_SKIP_BAZEL=1 skip those two). Arguments go to
+# pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -33,5 +34,10 @@ bash scripts/examples.sh
 if [ "${KAFKA_DATASET_SKIP_TF216:-0}" != 1 ]; then
   log "TensorFlow 2.16.2: wheel, reduced test set, version check"
   bash scripts/test_tf216.sh
+fi
+
+if [ "${KAFKA_DATASET_SKIP_BAZEL:-0}" != 1 ]; then
+  log "Bazel 4.2.3 build of the library, loaded into TensorFlow"
+  bash scripts/bazel_build.sh
 fi
 log "all tests passed"
