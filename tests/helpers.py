@@ -191,19 +191,10 @@ def parse_result(stdout):
 # ops (SerializeTensor / ParseTensor, UncompressElement / CompressElement), so a rewritten
 # checkpoint differs from the original only where the test changed it.
 
+from kafka_dataset.inspect import _read_varint  # noqa: E402 (the package's own reader)
+
 _KEY_DELIMITER = b"@@"
 STATE_MAGIC = b"KDST"
-
-
-def _read_varint(buf, pos):
-    shift = value = 0
-    while True:
-        byte = buf[pos]
-        pos += 1
-        value |= (byte & 0x7F) << shift
-        if not byte & 0x80:
-            return value, pos
-        shift += 7
 
 
 def _varint(n):

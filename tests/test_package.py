@@ -77,17 +77,22 @@ def test_missing_library_is_a_clear_error_naming_the_path(run_python, tmp_path):
     assert _loader.ENV_VAR in proc.stdout
 
 
-def test_library_that_is_not_a_library_is_a_clear_error(run_python, tmp_path):
-    bogus = tmp_path / "libkafka_dataset.so"
-    bogus.write_bytes(b"not an ELF file")
-    proc = run_python(
+def load_in_child(run_python, library):
+    """Loads `library` in a new interpreter; prints ``ERROR <message>`` on a LibraryError."""
+    return run_python(
         "import kafka_dataset\n"
         "try:\n"
         "    kafka_dataset.load_library()\n"
         "except kafka_dataset.LibraryError as e:\n"
         "    print('ERROR', e)\n",
-        env={_loader.ENV_VAR: str(bogus)},
+        env={_loader.ENV_VAR: str(library)},
     )
+
+
+def test_library_that_is_not_a_library_is_a_clear_error(run_python, tmp_path):
+    bogus = tmp_path / "libkafka_dataset.so"
+    bogus.write_bytes(b"not an ELF file")
+    proc = load_in_child(run_python, bogus)
     assert "ERROR" in proc.stdout and str(bogus) in proc.stdout, proc.stdout + proc.stderr
 
 
@@ -153,14 +158,7 @@ def test_a_library_built_for_another_tensorflow_names_both_versions(kd, run_pyth
     assert data.count(tag) == 1
     copy = tmp_path / "libkafka_dataset.so"
     copy.write_bytes(data.replace(tag, _loader.BUILD_TAG + other.encode() + b"\0"))
-    proc = run_python(
-        "import kafka_dataset\n"
-        "try:\n"
-        "    kafka_dataset.load_library()\n"
-        "except kafka_dataset.LibraryError as e:\n"
-        "    print('ERROR', e)\n",
-        env={_loader.ENV_VAR: str(copy)},
-    )
+    proc = load_in_child(run_python, copy)
     assert "ERROR" in proc.stdout, proc.stdout + proc.stderr
     assert "built for TensorFlow %s" % other in proc.stdout, proc.stdout
     assert "this is TensorFlow %s" % tf.__version__ in proc.stdout, proc.stdout
