@@ -162,6 +162,10 @@ def test_a_library_built_for_another_tensorflow_names_both_versions(kd, run_pyth
     assert "ERROR" in proc.stdout, proc.stdout + proc.stderr
     assert "built for TensorFlow %s" % other in proc.stdout, proc.stdout
     assert "this is TensorFlow %s" % tf.__version__ in proc.stdout, proc.stdout
+    # Already at import: a warning naming both.
+    warning = [line for line in proc.stderr.splitlines() if "RuntimeWarning" in line]
+    assert warning and "built for TensorFlow %s" % other in warning[0], proc.stderr[-2000:]
+    assert "this is TensorFlow %s" % tf.__version__ in warning[0]
 
 
 WHEEL_CHILD = r"""

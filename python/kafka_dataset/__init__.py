@@ -55,3 +55,17 @@ def _install_aliases():
 
 
 _install_aliases()
+
+
+def _warn_on_version_mismatch():
+    """At import, as tensorflow-io does: the library will not load into this TensorFlow."""
+    import warnings
+
+    from kafka_dataset._loader import version_mismatch
+
+    mismatch = version_mismatch()
+    if mismatch:
+        warnings.warn(mismatch, RuntimeWarning, stacklevel=2)
+
+
+_warn_on_version_mismatch()

@@ -55,6 +55,28 @@ def _minor(version):
     return tuple(version.split(".")[:2])
 
 
+def version_mismatch(path=None):
+    """Why the library at `path` (default: `library_path()`) cannot load into this TensorFlow,
+    or None: a library built for one TensorFlow minor version does not load in another (C++
+    ABI, op registry). None too when the file is missing or carries no version."""
+    import tensorflow as tf
+
+    path = path or library_path()
+    try:
+        built = built_for_tensorflow(path)
+    except (OSError, ValueError):  # missing, unreadable, or empty: load_library explains
+        return None
+    if built is None or _minor(built) == _minor(tf.__version__):
+        return None
+    return (
+        "kafka_dataset: %s was built for TensorFlow %s, but this is TensorFlow %s; a library "
+        "built for one TensorFlow minor version does not load in another. Install the "
+        "kafka-dataset wheel built for TensorFlow %s, or rebuild from source with "
+        "`pip install --no-build-isolation .`"
+        % (path, built, tf.__version__, ".".join(_minor(tf.__version__)))
+    )
+
+
 def load_library():
     """Loads the op library (once per process) and returns its generated op module."""
     global _ops
@@ -77,17 +99,10 @@ def load_library():
             )
         import tensorflow as tf  # deferred: importing TF is slow and not needed for path queries
 
-        # A library built for another TensorFlow minor version does not load (C++ ABI, op
-        # registry): say which versions, instead of an undefined-symbol error or a crash.
-        built = built_for_tensorflow(path)
-        if built is not None and _minor(built) != _minor(tf.__version__):
-            raise LibraryError(
-                "kafka_dataset: %s was built for TensorFlow %s, but this is TensorFlow %s; a "
-                "library built for one TensorFlow minor version does not load in another. "
-                "Install the kafka-dataset wheel built for TensorFlow %s, or rebuild from source "
-                "with `pip install --no-build-isolation .`"
-                % (path, built, tf.__version__, ".".join(_minor(tf.__version__)))
-            )
+        # Say which versions, instead of an undefined-symbol error or a crash.
+        mismatch = version_mismatch(path)
+        if mismatch:
+            raise LibraryError(mismatch)
         try:
             ops = tf.load_op_library(path)
         except Exception as e:  # tf raises NotFoundError / RuntimeError with the dlopen message
