@@ -225,19 +225,21 @@ def test_pipeline_checkpoint(kd, kafka, tmp_path):
     assert "::" in entry["iterator"].replace("Iterator::Root::", "", 1), entry  # nested
     offsets = _offsets(entry["partitions"])
     # The source is ahead of the pipeline's output by what prefetch/batch hold (saved in the
-    # same checkpoint): the offsets are those after the first `read` merged messages, for one
-    # `read` between what was emitted and emitted + the buffers.
+    # same checkpoint; how much depends on timing and tf.data's autotuning): the offsets are
+    # those after the first `read` merged messages, for some `read` at or past what was
+    # emitted; the restore below checks that the buffered ones come out first.
     read = sum(offsets[p] - START[p] for p in START)
-    assert 8 * batches <= read <= 8 * batches + 24, (read, offsets)
+    assert 8 * batches <= read <= len(s.expected), (read, offsets)
     assert offsets == s.next_offsets(read)
 
     restored = iter(pipeline())
     tf.train.Checkpoint(iterator=restored).read(prefix).assert_consumed()
     tail = [v for batch in restored for v in batch.numpy()]
     assert tail == expected[8 * batches :], first_difference(tail, expected[8 * batches :])
-    from_kafka = [v[:-1] for v in tail[read - 8 * batches :]]  # after the buffered ones
-    first = s.first_offsets(from_kafka)
-    assert first == {p: offsets[p] for p in first} and first
+    if read < len(s.expected):  # else the buffers held everything: nothing left to fetch
+        from_kafka = [v[:-1] for v in tail[read - 8 * batches :]]  # after the buffered ones
+        first = s.first_offsets(from_kafka)
+        assert first == {p: offsets[p] for p in first} and first
 
 
 def test_servers_lag(kd, kafka, tmp_path, capsys):
