@@ -191,7 +191,8 @@ def parse_result(stdout):
 # ops (SerializeTensor / ParseTensor, UncompressElement / CompressElement), so a rewritten
 # checkpoint differs from the original only where the test changed it.
 
-from kafka_dataset.inspect import _read_varint  # noqa: E402 (the package's own reader)
+# The package's own reader of TF's variant lists (the inspector).
+from kafka_dataset.inspect import _variant_elements  # noqa: E402
 
 _KEY_DELIMITER = b"@@"
 STATE_MAGIC = b"KDST"
@@ -221,19 +222,8 @@ def _iterator_protos(variant):
     """A DT_VARIANT iterator-state tensor -> (TensorProto, [VariantTensorDataProto])."""
     from tensorflow.core.framework import tensor_pb2
 
-    proto = tensor_pb2.TensorProto.FromString(tf.io.serialize_tensor(variant).numpy())
-    count = 1
-    for dim in proto.tensor_shape.dim:
-        count *= dim.size
-    buf, pos, sizes = proto.tensor_content, 0, []
-    for _ in range(count):
-        size, pos = _read_varint(buf, pos)
-        sizes.append(size)
-    elements = []
-    for size in sizes:
-        elements.append(tensor_pb2.VariantTensorDataProto.FromString(buf[pos : pos + size]))
-        pos += size
-    return proto, elements
+    serialized = tf.io.serialize_tensor(variant).numpy()
+    return tensor_pb2.TensorProto.FromString(serialized), _variant_elements(serialized)
 
 
 def _element_entries(element):
