@@ -23,11 +23,13 @@ fn main() {
     let cflags = flags("TF_CFLAGS", "' '.join(tf.sysconfig.get_compile_flags())");
     let lflags = flags("TF_LFLAGS", "' '.join(tf.sysconfig.get_link_flags())");
     let version = flags("TF_VERSION", "tf.__version__").join("");
+    // It becomes a C string literal: refuse only what would break one (nightlies say
+    // e.g. 2.20.0-dev20250101).
     assert!(
         !version.is_empty()
-            && version
+            && !version
                 .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '.'),
+                .any(|c| c == '"' || c == '\\' || c.is_control()),
         "unexpected TensorFlow version {version:?}"
     );
 

@@ -37,7 +37,8 @@
 // The TensorFlow version this library was compiled against, as bytes the
 // Python loader finds in the file before loading it: a library built for
 // another TensorFlow minor version fails to load with an unreadable symbol
-// error, or worse. `retain` keeps the linker from dropping it.
+// error, or worse. `retain` (and a read in KafkaDatasetOp) keeps the linker
+// from dropping it.
 extern "C" __attribute__((used, retain)) const char kd_built_for_tensorflow[] =
     "KAFKA_DATASET_BUILT_FOR_TENSORFLOW=" KD_BUILT_FOR_TF;
 
@@ -216,6 +217,9 @@ class KafkaDatasetOp : public DatasetOpKernel {
   };
 
   explicit KafkaDatasetOp(OpKernelConstruction* ctx) : DatasetOpKernel(ctx) {
+    // A reference from live code keeps the version tag where `retain` is not
+    // supported (GCC < 11): the linker would drop it with unused sections.
+    (void)*static_cast<const volatile char*>(kd_built_for_tensorflow);
     OP_REQUIRES_OK(ctx, ctx->GetAttr(kMessageKey, &attrs_.message_key));
     OP_REQUIRES_OK(ctx, ctx->GetAttr(kBatchSize, &attrs_.batch_size));
     OP_REQUIRES_OK(ctx, ctx->GetAttr(kNumWorkers, &attrs_.num_workers));

@@ -54,7 +54,9 @@ pub struct Settings {
 
 /// What to do when a position is no longer in the log (records deleted, e.g. by retention):
 /// `auto.offset.reset` as the user set it. The reader applies it itself, so that what it
-/// skips is counted and logged (librdkafka's own reset is silent).
+/// skips is counted and logged (librdkafka's own reset is silent). It applies below the log
+/// start only: a position beyond the log end keeps its own rule (ends with `eof`, else
+/// InvalidArgument).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ResetPolicy {
     /// DataLoss (the default, and `error`).
@@ -319,7 +321,8 @@ impl Settings {
     /// The user's `auto.offset.reset` (topic properties win over global ones).
     pub fn reset_policy(&self) -> ResetPolicy {
         let value = last_value(&self.topic, "auto.offset.reset")
-            .or_else(|| last_value(&self.global, "auto.offset.reset"));
+            .or_else(|| last_value(&self.global, "auto.offset.reset"))
+            .and_then(|v| resolve_reference("auto.offset.reset", v).ok());
         match value.map(|v| v.trim().to_ascii_lowercase()).as_deref() {
             Some("earliest" | "smallest" | "beginning") => ResetPolicy::Earliest,
             Some("latest" | "largest" | "end") => ResetPolicy::Latest,
@@ -476,6 +479,41 @@ mod tests {
             parse_properties(Scope::Global, &items(&["enable.partition.eof=false"])).unwrap_err();
         assert!(e.message.contains("enable.partition.eof"), "{e}");
         assert!(Settings::new("  ", "", &[], &[]).is_err());
+    }
+
+    #[test]
+    fn reset_policy_reads_the_users_value_and_references() {
+        let policy = |topic: &[&str], global: &[&str]| {
+            Settings::new("h:1", "", &items(global), &items(topic))
+                .unwrap()
+                .reset_policy()
+        };
+        assert_eq!(policy(&[], &[]), ResetPolicy::Fail);
+        assert_eq!(policy(&["auto.offset.reset=error"], &[]), ResetPolicy::Fail);
+        assert_eq!(
+            policy(&["auto.offset.reset=smallest"], &[]),
+            ResetPolicy::Earliest
+        );
+        assert_eq!(
+            policy(&[], &["auto.offset.reset=latest"]),
+            ResetPolicy::Latest
+        );
+        // Topic properties win over global ones.
+        assert_eq!(
+            policy(&["auto.offset.reset=earliest"], &["auto.offset.reset=end"]),
+            ResetPolicy::Earliest
+        );
+        std::env::set_var("KD_TEST_RESET_POLICY", "latest");
+        assert_eq!(
+            policy(&["auto.offset.reset=${env:KD_TEST_RESET_POLICY}"], &[]),
+            ResetPolicy::Latest
+        );
+        // librdkafka never resets by itself.
+        let config = Settings::new("h:1", "", &[], &items(&["auto.offset.reset=earliest"]))
+            .unwrap()
+            .client_config(1, true)
+            .unwrap();
+        assert_eq!(config.get("auto.offset.reset"), Some("error"));
     }
 
     #[test]

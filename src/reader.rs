@@ -362,8 +362,13 @@ impl LiveCluster<'_> {
                 for (cause, reason) in pending_errors(self.consumer, || context.take_last_error()) {
                     let mut err = kafka_error("connecting to the brokers", &cause);
                     if err.kind == ErrorKind::Unauthenticated {
-                        if let Some(reason) = reason {
-                            err.message = format!("{}: {reason}", err.message);
+                        // librdkafka's text says why a TLS handshake failed (OpenSSL's
+                        // reason, the broker). Only for TLS: a SASL failure's text may quote
+                        // configuration (an unparsable sasl.oauthbearer.config is echoed).
+                        if cause.rdkafka_error_code() == Some(RDKafkaErrorCode::SSL) {
+                            if let Some(reason) = reason {
+                                err.message = format!("{}: {reason}", err.message);
+                            }
                         }
                         return err;
                     }

@@ -30,7 +30,8 @@ pub struct Counters {
     pub late: u64,
     /// Elements emitted while an idle partition (caught up for `timeout`) was passed over.
     pub idle_passes: u64,
-    /// Offsets skipped by the opt-in reset policy because the log no longer held them.
+    /// Offsets the entries wanted that the opt-in reset policy skipped because the position
+    /// was below the log start (with `latest`, also those still in the log).
     pub skipped: u64,
 }
 
@@ -65,7 +66,7 @@ pub struct PartitionStats {
     pub position: Arc<SharedPosition>,
     /// The stream emitted its last element.
     pub finished: bool,
-    /// Offsets of this partition skipped by the reset policy.
+    /// Offsets of this partition skipped by the reset policy (see [`Counters::skipped`]).
     pub skipped: u64,
 }
 

@@ -330,3 +330,20 @@ def test_errors_are_one_line_and_exit_2(kd, tmp_path, monkeypatch, capsys):
     inspect = importlib.import_module("kafka_dataset.inspect")
     with pytest.raises(inspect.InspectError, match="no KafkaDataset"):
         inspect.read_positions(plain)
+
+
+def test_config_references_are_resolved_and_errors_show_no_value(monkeypatch, tmp_path):
+    from kafka_dataset import inspect as kinspect
+
+    monkeypatch.setenv("KD_INSPECT_SECRET", "s3cret-env")
+    secret_file = tmp_path / "password"
+    secret_file.write_text("s3cret-file\n")
+    assert kinspect._resolve_reference("sasl.password", "${env:KD_INSPECT_SECRET}") == "s3cret-env"
+    assert kinspect._resolve_reference("sasl.password", "${file:%s}" % secret_file) == "s3cret-file"
+    assert kinspect._resolve_reference("client.id", "plain") == "plain"
+    monkeypatch.delenv("KD_INSPECT_SECRET")
+    with pytest.raises(kinspect.InspectError, match="KD_INSPECT_SECRET") as e:
+        kinspect._resolve_reference("sasl.password", "${env:KD_INSPECT_SECRET}")
+    assert "sasl.password" in str(e.value) and "s3cret" not in str(e.value)
+    with pytest.raises(kinspect.InspectError, match="sasl.password"):
+        kinspect._resolve_reference("sasl.password", "${file:%s}" % (tmp_path / "missing"))

@@ -184,7 +184,9 @@ def with_lag(positions, servers, config=None, timeout=10.0):
       positions: Rows with ``topic``, ``partition``, ``next_offset``.
       servers: Bootstrap servers, ``host:port[,host:port...]``.
       config: Extra client properties (``{"security.protocol": "SSL", ...}``) for the consumer;
-        ``servers`` wins over ``bootstrap.servers``. The consumer never joins a group or commits.
+        ``servers`` wins over ``bootstrap.servers``. Values ``${env:NAME}`` / ``${file:PATH}``
+        are read here, as the dataset does, so secrets stay off command lines. The consumer
+        never joins a group or commits.
         librdkafka's log goes to the ``kafka_dataset.inspect`` logger.
       timeout: Seconds to wait for the cluster, per request.
 
@@ -195,7 +197,7 @@ def with_lag(positions, servers, config=None, timeout=10.0):
     from confluent_kafka import Consumer, KafkaException, TopicPartition
 
     settings = {"group.id": "kafka-dataset-inspect", "enable.auto.commit": False, "logger": _log}
-    settings.update(config or {})
+    settings.update({key: _resolve_reference(key, value) for key, value in (config or {}).items()})
     settings["bootstrap.servers"] = servers
     settings.setdefault("socket.connection.setup.timeout.ms", int(max(timeout, 1) * 1000))
     try:
@@ -307,6 +309,26 @@ def _variant_elements(serialized):
         elements.append(tensor_pb2.VariantTensorDataProto.FromString(buf[pos : pos + size]))
         pos += size
     return elements
+
+
+def _resolve_reference(key, value):
+    """``${env:NAME}`` / ``${file:PATH}`` -> the variable / the file's contents without trailing
+    newlines (like the core's config references); other values as they are. Errors name the
+    key and the variable or file, never a value."""
+    if not isinstance(value, str) or not (value.startswith("${") and value.endswith("}")):
+        return value
+    kind, _, name = value[2:-1].partition(":")
+    if kind == "env":
+        if name not in os.environ:
+            raise InspectError("config %s: environment variable %s is not set" % (key, name))
+        return os.environ[name]
+    if kind == "file":
+        try:
+            with open(name) as f:
+                return f.read().rstrip("\r\n")
+        except OSError as e:
+            raise InspectError("config %s: cannot read %s (%s)" % (key, name, e.strerror))
+    return value
 
 
 def _split_metadata(metadata):

@@ -99,7 +99,8 @@ fn partitions_of(tpl: &TopicPartitionList) -> Vec<(String, i32)> {
 
 impl ClientContext for ReaderContext {
     fn error(&self, _: rdkafka::error::KafkaError, reason: &str) {
-        // librdkafka's own text: broker name and cause (no configuration values).
+        // librdkafka's own text: broker name and cause. It may quote configuration (SASL
+        // errors can), so the reader shows it only for TLS failures.
         *self.last_error.lock() = Some(reason.to_string());
     }
 }
