@@ -911,6 +911,8 @@ impl Reader {
         if e.rdkafka_error_code() != Some(RDKafkaErrorCode::AutoOffsetReset) {
             return Err(kafka_error(&name, e));
         }
+        // Read once: a `${file:}` reference is a file read.
+        let policy = self.spec.settings.reset_policy();
         let watermarks = self.consumer.fetch_watermarks(
             &stream.spec.topic,
             stream.spec.partition,
@@ -925,8 +927,8 @@ impl Reader {
             Ok((_, high)) if offset >= high => Err(Error::invalid(format!(
                 "{name}: offset {offset} is beyond the end of the log (next offset {high})"
             ))),
-            Ok((low, high)) if self.spec.settings.reset_policy() != ResetPolicy::Fail => {
-                self.skip_lost(index, low, high);
+            Ok((low, high)) if policy != ResetPolicy::Fail => {
+                self.skip_lost(index, policy, low, high);
                 Ok(())
             }
             other => {
@@ -943,11 +945,10 @@ impl Reader {
         }
     }
 
-    /// Applies the reset policy to stream `index`, whose position is below the log start
+    /// Applies reset `policy` to stream `index`, whose position is below the log start
     /// `low`: continues at `low` (earliest) or `high` (latest), counting the skipped offsets
     /// that its ranges wanted, and says so on stderr (never silently).
-    fn skip_lost(&mut self, index: usize, low: i64, high: i64) {
-        let policy = self.spec.settings.reset_policy();
+    fn skip_lost(&mut self, index: usize, policy: ResetPolicy, low: i64, high: i64) {
         let target = if policy == ResetPolicy::Earliest {
             low
         } else {
