@@ -95,6 +95,11 @@ impl PartitionStats {
     }
 }
 
+/// The lag over `partitions`; unknown while any partition's is.
+fn total_lag(partitions: &[PartitionStats]) -> Option<i64> {
+    partitions.iter().map(PartitionStats::lag).sum()
+}
+
 /// Adds to a counter that has one writer: a plain load and store, no locked instruction.
 fn bump(counter: &AtomicU64, by: u64) {
     counter.store(counter.load(Ordering::Relaxed) + by, Ordering::Relaxed);
@@ -201,8 +206,7 @@ impl Published {
             ",\"messages\":{},\"bytes\":{},\"late_elements\":{},\"idle_passes\":{},\"skipped_offsets\":{},\"lag\":",
             c.messages, c.bytes, c.late, c.idle_passes, c.skipped
         );
-        let lags: Option<i64> = partitions.iter().map(PartitionStats::lag).sum();
-        json_optional(out, lags);
+        json_optional(out, total_lag(&partitions));
         out.push_str(",\"partitions\":[");
         for (i, p) in partitions.iter().enumerate() {
             if i > 0 {
@@ -233,7 +237,7 @@ impl Published {
     fn log_line(&self, previous: &Counters, elapsed: Duration) -> String {
         let c = &self.counters();
         let seconds = elapsed.as_secs_f64().max(1e-3);
-        let lag: Option<i64> = self.partitions.lock().iter().map(PartitionStats::lag).sum();
+        let lag = total_lag(&self.partitions.lock());
         format!(
             "kafka-dataset: iterator {} ({}): {} messages ({:.0}/s), {:.1} MiB ({:.2} MiB/s), lag {}, late {}, idle passes {}, skipped {}",
             self.id,
