@@ -3,6 +3,7 @@
 # venv of its own (.venv-tf216/), installs it there, runs a reduced set of the tests with it,
 # and checks that the pinned TensorFlow refuses that library with a message naming both
 # versions. Run by scripts/test.sh after the main tests; idempotent, cached in ignored folders.
+# `--venv-only` only makes the venv (bench/setup_tf216.sh adds tensorflow-io to it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PIP_CACHE_DIR=$PWD/.tools/pip-cache
@@ -21,6 +22,7 @@ if [ ! -x $VENV/bin/python ] || [ "$(cat $stamp 2>/dev/null)" != "$want" ]; then
   $VENV/bin/pip install -q $want
   echo "$want" >$stamp
 fi
+[ "${1:-}" = --venv-only ] && exit 0
 
 log "pip wheel against TensorFlow 2.16 (its own cargo target: the flags differ)"
 rm -rf target/tf216/wheels
