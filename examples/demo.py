@@ -2,7 +2,7 @@
 """End-to-end demo: Kafka click stream -> KafkaDataset -> tf.data -> a tiny model, with an
 iterator checkpoint mid-stream that a NEW process restores and continues from the next message.
 
-    python examples/demo.py                      # starts a local tansu broker (memory storage)
+    python examples/demo.py                      # starts a local Apache Kafka broker (KRaft)
     python examples/demo.py --bootstrap host:9092  # an existing cluster ($KAFKA_BOOTSTRAP_SERVERS)
 
 What it shows:
@@ -303,7 +303,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "--bootstrap",
-        help="use this cluster instead of starting tansu (default: $KAFKA_BOOTSTRAP_SERVERS)",
+        help="use this cluster instead of starting a local Apache Kafka (default: $KAFKA_BOOTSTRAP_SERVERS)",
     )
     parser.add_argument("--events", type=int, default=3000)
     parser.add_argument("--checkpoint-dir")

@@ -5,7 +5,7 @@
 #   bash scripts/bazel_build.sh          # prints the path of the Bazel-built library at the end
 #
 # Needs what scripts/setup.sh installs (.venv with TensorFlow, the crates in ~/.cargo/registry,
-# tansu in .tools/ or $KAFKA_BOOTSTRAP_SERVERS). Bazel's output base and the convenience symlinks
+# Apache Kafka from .tools/ or $KAFKA_BOOTSTRAP_SERVERS). Bazel's output base and the convenience symlinks
 # live in .tools/ (git-ignored); cargo's cache for this build in target/bazel. Environment:
 #   KAFKA_DATASET_PYTHON  the Python whose TensorFlow to build against (default .venv/bin/python)
 #   BAZEL                 the bazel binary (default: bazel from bazel-bootstrap)

@@ -6,7 +6,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 TOOLS=$ROOT/.tools
-TANSU_VERSION=0.6.0
 CBINDGEN_VERSION=0.29.0
 export PIP_CACHE_DIR=$TOOLS/pip-cache
 export PIP_DISABLE_PIP_VERSION_CHECK=1
@@ -15,7 +14,8 @@ log() { printf '\n== %s (%ss)\n' "$*" "$SECONDS"; }
 
 log "system packages"
 missing=()
-for tool in g++:g++ make:make perl:perl clang-format:clang-format openssl:openssl; do
+for tool in g++:g++ make:make perl:perl clang-format:clang-format openssl:openssl \
+  java:openjdk-17-jre-headless mvn:maven; do
   command -v "${tool%%:*}" >/dev/null || missing+=("${tool##*:}")
 done
 python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
@@ -26,11 +26,18 @@ if ((${#missing[@]})); then
 fi
 command -v cargo >/dev/null || { echo "cargo (Rust toolchain) is required" >&2; exit 1; }
 
-log "tansu $TANSU_VERSION (local Kafka-compatible broker)"
-if ! "$TOOLS/tansu/bin/tansu" --version 2>/dev/null | grep -q "$TANSU_VERSION"; then
-  # memory:// storage needs the dynostore feature (DESIGN.md §5); ~12 minutes once.
-  cargo install tansu --locked --version "$TANSU_VERSION" --features dynostore,libsql --root "$TOOLS/tansu"
+log "Apache Kafka broker jars (scripts/kafka/pom.xml, from Maven Central)"
+# The broker's runtime classpath, copied into .tools/kafka/libs; the local Maven repository is
+# kept in .tools/m2 so a second run resolves nothing. A pom change refreshes both.
+stamp=$TOOLS/kafka/pom.sha
+want=$(sha256sum scripts/kafka/pom.xml | cut -d' ' -f1)
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ] || ! ls "$TOOLS"/kafka/libs/kafka_2.13-*.jar >/dev/null 2>&1; then
+  rm -rf "$TOOLS/kafka"
+  mvn -q -B -f scripts/kafka/pom.xml -Dmaven.repo.local="$TOOLS/m2" \
+    dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory="$TOOLS/kafka/libs"
+  echo "$want" >"$stamp"
 fi
+java -version 2>&1 | head -1
 
 log "cbindgen $CBINDGEN_VERSION (C header generator, checked in CI)"
 if ! "$TOOLS/cbindgen/bin/cbindgen" --version 2>/dev/null | grep -q "$CBINDGEN_VERSION"; then

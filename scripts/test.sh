@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Sets everything up (scripts/setup.sh), runs the style checks, the Rust tests (core, C ABI,
-# librdkafka mock cluster), the Python tests against a real local broker (tansu, started by
+# librdkafka mock cluster), the Python tests against a real local broker (Apache Kafka, started by
 # the tests themselves; $KAFKA_BOOTSTRAP_SERVERS points them at another cluster instead), the
 # examples, the second TensorFlow of the version matrix and the Bazel build
 # (KAFKA_DATASET_SKIP_TF216=1 / KAFKA_DATASET_SKIP_BAZEL=1 skip those two). Arguments go to

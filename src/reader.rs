@@ -348,9 +348,43 @@ fn with_retries<T>(
 struct LiveCluster<'a> {
     consumer: &'a Consumer,
     deadline: Duration,
+    /// The user's consumer group ("" without one), named by an authorization failure.
+    group: &'a str,
 }
 
 impl LiveCluster<'_> {
+    /// The reason a request failed when librdkafka reports it beside the request, on the
+    /// client's queue, instead of to it: an authentication failure (SASL, an untrusted
+    /// certificate) shows as a transport error, a group the ACLs deny as a timeout.
+    fn cause_on_queue(&self) -> Option<Error> {
+        let context = self.consumer.context();
+        for (cause, reason) in pending_errors(self.consumer, || context.take_last_error()) {
+            let code = cause.rdkafka_error_code();
+            let what = if code == Some(RDKafkaErrorCode::GroupAuthorizationFailed) {
+                format!("consumer group \"{}\"", self.group)
+            } else {
+                "connecting to the brokers".to_string()
+            };
+            let mut err = kafka_error(&what, &cause);
+            match err.kind {
+                ErrorKind::Unauthenticated => {
+                    // librdkafka's text says why a TLS handshake failed (OpenSSL's reason, the
+                    // broker). Only for TLS: a SASL failure's text may quote configuration (an
+                    // unparsable sasl.oauthbearer.config is echoed).
+                    if code == Some(RDKafkaErrorCode::SSL) {
+                        if let Some(reason) = reason {
+                            err.message = format!("{}: {reason}", err.message);
+                        }
+                    }
+                    return Some(err);
+                }
+                ErrorKind::PermissionDenied => return Some(err),
+                _ => {}
+            }
+        }
+        None
+    }
+
     fn partition_count_once(&self, topic: &str, wait: Duration) -> Result<i32> {
         let metadata = self
             .consumer
@@ -358,20 +392,8 @@ impl LiveCluster<'_> {
             .map_err(|e| {
                 // An authentication failure (SASL, an untrusted certificate) only shows as a
                 // transport error here; the real cause waits on the client's main queue.
-                let context = self.consumer.context();
-                for (cause, reason) in pending_errors(self.consumer, || context.take_last_error()) {
-                    let mut err = kafka_error("connecting to the brokers", &cause);
-                    if err.kind == ErrorKind::Unauthenticated {
-                        // librdkafka's text says why a TLS handshake failed (OpenSSL's
-                        // reason, the broker). Only for TLS: a SASL failure's text may quote
-                        // configuration (an unparsable sasl.oauthbearer.config is echoed).
-                        if cause.rdkafka_error_code() == Some(RDKafkaErrorCode::SSL) {
-                            if let Some(reason) = reason {
-                                err.message = format!("{}: {reason}", err.message);
-                            }
-                        }
-                        return err;
-                    }
+                if let Some(cause) = self.cause_on_queue() {
+                    return cause;
                 }
                 let mut err = kafka_error(&format!("metadata for topic \"{topic}\""), &e);
                 if err.kind == ErrorKind::Unavailable {
@@ -431,7 +453,11 @@ impl LiveCluster<'_> {
                 let committed = self
                     .consumer
                     .committed_offsets(tpl, wait)
-                    .map_err(|e| kafka_error(&format!("committed offset of {name}"), &e))?;
+                    .map_err(|e| {
+                        self.cause_on_queue().unwrap_or_else(|| {
+                            kafka_error(&format!("committed offset of {name}"), &e)
+                        })
+                    })?;
                 match committed
                     .find_partition(topic, partition)
                     .map(|e| e.offset())
@@ -489,6 +515,7 @@ impl Reader {
             let mut cluster = LiveCluster {
                 consumer: &probe,
                 deadline: spec.metadata_deadline(),
+                group: &spec.settings.group,
             };
             resolve_streams(&spec.entries, &mut cluster, spec.assignment)?
         };

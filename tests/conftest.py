@@ -1,4 +1,5 @@
-"""Fixtures: one broker per session (tansu, or $KAFKA_BOOTSTRAP_SERVERS), the op library, helpers.
+"""Fixtures: one broker per session (a local Apache Kafka, or $KAFKA_BOOTSTRAP_SERVERS), brokers of
+their own for the security and failover tests, the op library, helpers.
 
 A missing ``libkafka_dataset.so`` FAILS every test that needs it (fixture ``kd``); set
 ``KAFKA_DATASET_ALLOW_MISSING_LIBRARY=1`` to skip those tests instead while developing.
@@ -59,7 +60,8 @@ def _watchdog():
 
 @pytest.fixture(scope="session")
 def broker():
-    """The session's broker; tansu on a free 127.0.0.1 port unless $KAFKA_BOOTSTRAP_SERVERS."""
+    """The session's broker: Apache Kafka (KRaft, one node) on free 127.0.0.1 ports unless
+    $KAFKA_BOOTSTRAP_SERVERS."""
     global _session_broker
     try:
         b = kt.broker_from_env_or_start()
@@ -95,12 +97,13 @@ class KafkaEnv:
         self.servers = broker.bootstrap
         self._prefix = (re.sub(r"[^A-Za-z0-9._-]+", "-", test_name).strip("-") or "t")[:60]
 
-    def new_topic(self, partitions=1, suffix=""):
+    def new_topic(self, partitions=1, suffix="", topic_config=None):
         name = kt.unique_name(self._prefix + suffix)
-        return kt.create_topic(self.servers, name, partitions)
+        return kt.create_topic(self.servers, name, partitions, topic_config=topic_config)
 
-    def produce(self, topic, records, one_record_per_batch=True):
-        return kt.produce(self.servers, topic, records, one_record_per_batch=one_record_per_batch)
+    def produce(self, topic, records, **options):
+        """Batched and compressed like a real producer (``kt.produce``'s options)."""
+        return kt.produce(self.servers, topic, records, **options)
 
     def read(self, topic, partition, start=0):
         return kt.read_partition(self.servers, topic, partition, start)
@@ -120,3 +123,30 @@ def kafka(broker, request):
 def run_python():
     """Runs a Python snippet in a NEW interpreter that imports this same kafka_dataset package."""
     return kt.run_python
+
+
+def own_broker(**options):
+    """A broker of the test's own (``kt.start_kafka(**options)``), stopped afterwards; skips when
+    $KAFKA_BOOTSTRAP_SERVERS names an external cluster (it is not ours to restart or secure)."""
+    if os.environ.get(kt.BOOTSTRAP_ENV):
+        pytest.skip("starts a broker of its own; $%s names an external cluster" % kt.BOOTSTRAP_ENV)
+    try:
+        return kt.start_kafka(**options)
+    except (kt.BrokerError, TimeoutError) as e:
+        pytest.fail("cannot start a Kafka broker: %s" % e, pytrace=False)
+
+
+@pytest.fixture(scope="module")
+def secure_broker():
+    """One node serving SASL_SSL (SCRAM-SHA-512, a certificate made for this run) with ACLs."""
+    b = own_broker(security=True)
+    yield b
+    b.stop()
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """Three nodes, replication factor 3, min.insync.replicas=2."""
+    b = own_broker(brokers=3)
+    yield b
+    b.stop()

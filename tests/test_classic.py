@@ -110,19 +110,7 @@ def test_topics_as_a_tensor(kd, kafka, topic):
 
 
 def test_start_at_timestamp(kd, kafka, topic):
-    """`@<epoch-ms>`: the first offset whose timestamp >= t (needs broker offsets-for-times)."""
-    from confluent_kafka import Consumer, TopicPartition
-
-    probe = Consumer({"bootstrap.servers": kafka.servers, "group.id": kafka.new_group()})
-    try:
-        answer = probe.offsets_for_times([TopicPartition(topic, 0, BASE_TS + 55)], timeout=10)
-    finally:
-        probe.close()
-    if answer[0].offset != 6:
-        pytest.skip(
-            "this broker answers offsets-for-times(%d) with offset %d, not 6 (tansu 0.6.0 "
-            "does not implement timestamp lookup)" % (BASE_TS + 55, answer[0].offset)
-        )
+    """`@<epoch-ms>`: the first offset whose timestamp >= t (the broker's offsets-for-times)."""
     ds = kd.KafkaDataset(
         ["%s:0:@%d" % (topic, BASE_TS + 55)], servers=kafka.servers, eof=True, timeout=200
     )

@@ -245,34 +245,56 @@ def test_save_kill_restore_in_new_process_is_exact(kd, kafka, run_python, tmp_pa
 
 
 def test_named_starts_are_frozen_in_a_checkpoint_saved_before_the_first_element(
-    kd, kafka, tmp_path
+    kd, kafka, tmp_path, run_python
 ):
-    """`end` resolves once, when the iterator starts; a checkpoint saved before the first element
-    carries the resolved offset, so data appended afterwards does not move the restored start (a
-    fresh iterator, by contrast, resolves `end` anew). (`@ms` is not tested here: tansu 0.6.0
-    answers offsets-for-times with 0 for any time.)"""
-    topic = kafka.new_topic(2)
-    first = kafka.produce(topic, [(i % 2, "a%02d" % i, None, BASE_TS + 10 * i) for i in range(20)])
-    entries = ["%s:0:end" % topic, "%s:1:4" % topic]
+    """`end` and `@<epoch-ms>` resolve once, when the iterator starts (offsets-for-times for
+    `@`, per partition); a checkpoint saved before the first element carries the resolved
+    offsets, so data appended afterwards does not move the restored starts, in this process or
+    another (a fresh iterator, by contrast, resolves them anew)."""
+    topic = kafka.new_topic(3)
+    first = kafka.produce(topic, [(i % 3, "a%02d" % i, None, BASE_TS + 10 * i) for i in range(30)])
+    # Partition 2 holds BASE_TS + 20, 50, 80, ...: the first at or after BASE_TS + 125 is
+    # BASE_TS + 140 (offset 4); partition 1 starts at `@` a time past its last message.
+    at = BASE_TS + 125
+    entries = ["%s:0:end" % topic, "%s:1:@%d" % (topic, BASE_TS + 10_000), "%s:2:@%d" % (topic, at)]
     make = lambda: kd.KafkaDataset(entries, servers=kafka.servers, eof=True, timeout=200)  # noqa: E731
 
     it = iter(make())
     path = tf.train.Checkpoint(iterator=it).write(str(tmp_path / "before-first"))
     saved = kafka_state_entries(path)
     assert int(saved["next_offset:%s:0" % topic]) == 10  # `end` when the iterator started
-    assert int(saved["next_offset:%s:1" % topic]) == 4
+    assert int(saved["next_offset:%s:1" % topic]) == 10  # `@` past the last message: the end
+    assert int(saved["next_offset:%s:2" % topic]) == 4
     del it
 
+    # Later messages, some with timestamps before `at`: the frozen start ignores them all.
     later = kafka.produce(
-        topic, [(i % 2, "b%02d" % i, None, BASE_TS + 10 * (20 + i)) for i in range(10)]
+        topic, [(i % 3, "b%02d" % i, None, BASE_TS + 10 * (i - 5)) for i in range(15)]
     )
-    streams = streams_from_delivered(first + later, [0, 1])
-    expected = kway_merge([streams[0][10:], streams[1][4:]])
+    streams = streams_from_delivered(first + later, [0, 1, 2])
+    expected = kway_merge([streams[0][10:], streams[1][10:], streams[2][4:]])
 
     restored = iter(make())
     tf.train.Checkpoint(iterator=restored).read(path).assert_consumed()
     got = [x.numpy() for x in restored]
     assert got == expected, first_difference(got, expected)
 
-    fresh = [x.numpy() for x in make()]  # resolves `end` now: partition 0's new data is skipped
-    assert fresh == kway_merge([[], streams[1][4:]]), fresh
+    proc = run_python(RESTORE_AND_READ, args=[json.dumps(entries), kafka.servers, path])
+    assert [v.encode() for v in json.loads(proc.stdout.splitlines()[-1])] == expected
+
+    # A fresh iterator resolves anew: `end` and `@` past everything skip all of 0 and 1 that
+    # exists now; `@at` on partition 2 finds the first message at or after `at` in offset
+    # order (offset 4 still: the later ones are behind it in the log).
+    fresh = [x.numpy() for x in make()]
+    assert fresh == kway_merge([[], [], streams[2][4:]]), fresh
+
+
+RESTORE_AND_READ = r"""
+import json, sys
+import tensorflow as tf
+import kafka_dataset
+entries, servers, path = json.loads(sys.argv[1]), sys.argv[2], sys.argv[3]
+it = iter(kafka_dataset.KafkaDataset(entries, servers=servers, eof=True, timeout=200))
+tf.train.Checkpoint(iterator=it).read(path).assert_consumed()
+print(json.dumps([v.numpy().decode() for v in it]))
+"""

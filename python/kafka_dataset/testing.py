@@ -1,13 +1,18 @@
-"""A local Kafka-compatible broker and produce/read helpers, shared by the tests and the demo.
+"""A local Apache Kafka broker (or cluster) and produce/read helpers, shared by the tests, the demo
+and the benchmarks.
 
-    python -m kafka_dataset.testing broker [--port 9092]   # run a tansu broker until Ctrl-C
+    python -m kafka_dataset.testing broker [--port 9092] [--brokers 3] [--security]
 
-The broker is tansu (DESIGN.md §3) on 127.0.0.1 with memory storage. ``$KAFKA_BOOTSTRAP_SERVERS``
-points everything at an external cluster instead. Producing and admin use confluent-kafka
-(librdkafka >= 2.x; Debian's kcat cannot talk to tansu). This module never imports TensorFlow.
+The broker is Apache Kafka 4.x in KRaft mode (docs/design.md §3), run from the jars that
+``scripts/setup.sh`` puts in ``.tools/kafka/libs`` (``$KAFKA_DATASET_KAFKA_LIBS`` names another
+folder), on 127.0.0.1 with free ports and a temporary log dir. ``$KAFKA_BOOTSTRAP_SERVERS`` points
+everything at an external cluster instead. Producing and admin use confluent-kafka. This module
+never imports TensorFlow.
 """
 
 import argparse
+import atexit
+import base64
 import collections
 import ctypes
 import os
@@ -21,17 +26,13 @@ import time
 import uuid
 
 BOOTSTRAP_ENV = "KAFKA_BOOTSTRAP_SERVERS"
-TANSU_ENV = "TANSU"
+KAFKA_LIBS_ENV = "KAFKA_DATASET_KAFKA_LIBS"
+KAFKA_HEAP_ENV = "KAFKA_DATASET_KAFKA_HEAP"
 
-# Environment variables tansu's CLI reads as defaults; never let a stray one change our broker.
-_TANSU_ENV_KEYS = (
-    "CLUSTER_ID",
-    "LISTENER_URL",
-    "ADVERTISED_LISTENER_URL",
-    "STORAGE_ENGINE",
-    "SCHEMA_REGISTRY",
-    "OTEL_EXPORTER_OTLP_ENDPOINT",
-)
+# The SASL_SSL listener's users (SCRAM-SHA-512), created when storage is formatted. "admin" is a
+# super user; the others get what a test grants them with ACLs.
+SCRAM_MECHANISM = "SCRAM-SHA-512"
+SCRAM_USERS = {"admin": "admin-secret", "alice": "alice-secret", "bob": "bob-secret"}
 
 Record = collections.namedtuple("Record", "partition value key timestamp")
 Record.__new__.__defaults__ = (None, None)  # key=None (null key), timestamp=None (producer clock)
@@ -80,112 +81,273 @@ def repo_root():
     return root if os.path.isfile(os.path.join(root, "Cargo.toml")) else None
 
 
-def tansu_candidates():
+def kafka_libs_candidates():
     candidates = []
-    if os.environ.get(TANSU_ENV):
-        candidates.append(os.environ[TANSU_ENV])
+    if os.environ.get(KAFKA_LIBS_ENV):
+        candidates.append(os.environ[KAFKA_LIBS_ENV])
     for base in (repo_root(), os.getcwd()):
         if base:
-            path = os.path.join(base, ".tools", "tansu", "bin", "tansu")
+            path = os.path.join(base, ".tools", "kafka", "libs")
             if path not in candidates:
                 candidates.append(path)
-    which = shutil.which("tansu")
-    if which:
-        candidates.append(which)
     return candidates
 
 
-def find_tansu():
-    candidates = tansu_candidates()
+def find_kafka_libs():
+    """The folder of Apache Kafka's runtime jars (scripts/setup.sh fetches them)."""
+    candidates = kafka_libs_candidates()
     for path in candidates:
-        if os.path.isfile(path) and os.access(path, os.X_OK):
+        if os.path.isdir(path) and any(n.startswith("kafka_2.13-") for n in os.listdir(path)):
             return path
     raise BrokerError(
-        "tansu broker binary not found (tried %s). Install it with `cargo install tansu --locked "
-        "--version 0.6.0 --features dynostore,libsql --root .tools/tansu`, set $%s to the binary, "
-        "or set $%s to use an existing cluster."
-        % (", ".join(candidates) or "nothing", TANSU_ENV, BOOTSTRAP_ENV)
+        "Apache Kafka's jars not found (tried %s). Fetch them with `bash scripts/setup.sh` "
+        "(Maven, scripts/kafka/pom.xml), set $%s to a folder of them, or set $%s to use an "
+        "existing cluster." % (", ".join(candidates) or "nothing", KAFKA_LIBS_ENV, BOOTSTRAP_ENV)
     )
 
 
+def find_java():
+    """Java 17+ (Kafka 4.x needs it): $JAVA_HOME/bin/java, else java on PATH."""
+    home = os.environ.get("JAVA_HOME")
+    if home and os.access(os.path.join(home, "bin", "java"), os.X_OK):
+        return os.path.join(home, "bin", "java")
+    java = shutil.which("java")
+    if not java:
+        raise BrokerError("java not found: Apache Kafka 4.x needs Java 17+ (scripts/setup.sh)")
+    return java
+
+
 def _die_with_parent():
-    """preexec_fn: the broker gets SIGTERM if the process that started it dies (no orphans)."""
+    """preexec_fn: the broker gets SIGKILL if the process that started it dies (no orphan JVM,
+    even when a test run is killed)."""
     try:
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     except Exception:
         pass
 
 
-class Broker:
-    """A running broker: ``bootstrap`` ("host:port"); ``stop()`` ends it if we started it."""
+_LOG4J2 = """\
+status = error
+appender.out.type = Console
+appender.out.name = OUT
+appender.out.layout.type = PatternLayout
+appender.out.layout.pattern = [%d] %p %m (%c)%n
+rootLogger.level = WARN
+rootLogger.appenderRef.out.ref = OUT
+logger.coordinator.name = org.apache.kafka.coordinator.group
+logger.coordinator.level = INFO
+logger.state.name = state.change.logger
+logger.state.level = WARN
+"""
 
-    def __init__(self, bootstrap, process=None, log_path=None):
-        self.bootstrap = bootstrap
-        self.process = process
-        self.log_path = log_path
+
+def make_certificates(directory):
+    """A CA and a server certificate for 127.0.0.1/localhost, made with openssl for this run.
+    Returns ``(ca_pem, keystore_pem)``: the keystore holds the key and the chain (Kafka reads
+    it as ``ssl.keystore.type=PEM``)."""
+    def openssl(*args):
+        subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=directory)
+
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-keyout", "ca.key",
+            "-out", "ca.pem", "-subj", "/CN=kafka-dataset test CA")  # fmt: skip
+    openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out",
+            "server.csr", "-subj", "/CN=localhost")  # fmt: skip
+    with open(os.path.join(directory, "san.ext"), "w") as f:
+        f.write("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+    openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+            "-CAcreateserial", "-days", "2", "-out", "server.pem", "-extfile", "san.ext")  # fmt: skip
+    keystore = os.path.join(directory, "keystore.pem")
+    with open(keystore, "w") as out:
+        for name in ("server.key", "server.pem", "ca.pem"):
+            with open(os.path.join(directory, name)) as f:
+                out.write(f.read())
+    return os.path.join(directory, "ca.pem"), keystore
+
+
+class KafkaNode:
+    """One combined controller+broker JVM of a cluster; its ports and log dir survive a
+    restart."""
+
+    def __init__(self, node_id, directory, port, controller_port, secure_port=None):
+        self.node_id = node_id
+        self.directory = directory
+        self.port = port
+        self.controller_port = controller_port
+        self.secure_port = secure_port
+        self.properties = os.path.join(directory, "server.properties")
+        self.log_path = os.path.join(directory, "broker.log")
+        self.process = None
         self._log_file = None
 
     @property
-    def external(self):
-        return self.process is None
-
-    def log_tail(self, lines=60):
-        if not self.log_path or not os.path.exists(self.log_path):
-            return "(no broker log)"
-        with open(self.log_path, "rb") as f:
-            text = f.read().decode("utf-8", "replace")
-        return "\n".join(text.splitlines()[-lines:])
-
-    def describe(self):
-        if self.external:
-            return "external broker at %s" % self.bootstrap
-        return "tansu pid %d at %s, log %s" % (self.process.pid, self.bootstrap, self.log_path)
+    def bootstrap(self):
+        return "127.0.0.1:%d" % self.port
 
     def alive(self):
-        return self.external or self.process.poll() is None
+        return self.process is not None and self.process.poll() is None
 
-    def wait_ready(self, timeout=60.0):
-        """Waits until a metadata request lists at least one broker."""
-        deadline = time.monotonic() + timeout
-        host, port = self.bootstrap.split(",")[0].rsplit(":", 1)
-        while True:
-            if not self.alive():
-                raise BrokerError(
-                    "broker exited with status %s before it was ready (%s)\n%s"
-                    % (self.process.returncode, self.describe(), self.log_tail())
-                )
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise BrokerError(
-                    "broker not ready after %.0fs (%s)\n%s"
-                    % (timeout, self.describe(), self.log_tail())
-                )
-            try:  # cheap TCP probe first: keeps librdkafka's "connection refused" noise out
-                with socket.create_connection((host, int(port)), timeout=min(1.0, remaining)):
-                    pass
-            except OSError:
-                time.sleep(0.05)
-                continue
-            try:
-                md = admin_client(self.bootstrap).list_topics(timeout=min(5.0, max(remaining, 0.1)))
-                if md.brokers:
-                    return self
-            except Exception:
-                pass
-            time.sleep(0.1)
+    def start(self, java, classpath, heap):
+        self._close_log()
+        self._log_file = open(self.log_path, "ab")
+        self.process = subprocess.Popen(
+            [java, "-Xms%s" % heap, "-Xmx%s" % heap, "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20",
+             "-Djava.awt.headless=true",
+             "-Dlog4j2.configurationFile=" + os.path.join(self.directory, "log4j2.properties"),
+             "-cp", classpath, "kafka.Kafka", self.properties],
+            stdin=subprocess.DEVNULL,
+            stdout=self._log_file,
+            stderr=subprocess.STDOUT,
+            cwd=self.directory,
+            preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
+        )  # fmt: skip
 
-    def stop(self, timeout=10.0):
-        if self.process is not None and self.process.poll() is None:
+    def stop(self, timeout=30.0):
+        """A clean shutdown (SIGTERM: the broker hands over leadership), SIGKILL if it hangs."""
+        if self.alive():
             self.process.terminate()
             try:
                 self.process.wait(timeout)
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait(timeout)
+        self._close_log()
+
+    def kill(self):
+        """SIGKILL: a crash, nothing handed over."""
+        if self.alive():
+            self.process.kill()
+            self.process.wait(30)
+        self._close_log()
+
+    def _close_log(self):
         if self._log_file is not None:
             self._log_file.close()
             self._log_file = None
+
+
+_running = []  # every Broker this process started and has not stopped (stopped at exit)
+
+
+@atexit.register
+def _stop_all():
+    for broker in list(_running):
+        broker.stop()
+
+
+class Broker:
+    """A running broker or cluster: ``bootstrap`` ("host:port,..."); ``stop()`` ends it if we
+    started it. With security on, ``secure_bootstrap`` is the SASL_SSL listener and
+    ``client_config(user)`` the librdkafka settings that reach it."""
+
+    def __init__(self, bootstrap, nodes=(), directory=None, java=None, classpath=None, heap=None,
+                 ca=None):  # fmt: skip
+        self.bootstrap = bootstrap
+        self.nodes = list(nodes)
+        self.directory = directory
+        self.ca = ca
+        self._java, self._classpath, self._heap = java, classpath, heap
+
+    @property
+    def external(self):
+        return not self.nodes
+
+    @property
+    def log_path(self):
+        return self.nodes[0].log_path if self.nodes else None
+
+    @property
+    def secure_bootstrap(self):
+        if not self.nodes or self.nodes[0].secure_port is None:
+            raise BrokerError("this broker was started without security=True")
+        return ",".join("127.0.0.1:%d" % n.secure_port for n in self.nodes)
+
+    def client_config(self, user="admin", password=None):
+        """librdkafka properties for the SASL_SSL listener as ``user`` (dict)."""
+        return {
+            "security.protocol": "sasl_ssl",
+            "sasl.mechanism": SCRAM_MECHANISM,
+            "sasl.username": user,
+            "sasl.password": SCRAM_USERS[user] if password is None else password,
+            "ssl.ca.location": self.ca,
+        }
+
+    def log_tail(self, lines=60):
+        tails = []
+        for node in self.nodes:
+            if os.path.exists(node.log_path):
+                with open(node.log_path, "rb") as f:
+                    text = f.read().decode("utf-8", "replace")
+                tails.append("--- node %d (%s)\n%s" % (
+                    node.node_id, node.log_path, "\n".join(text.splitlines()[-lines:])))  # fmt: skip
+        return "\n".join(tails) or "(no broker log)"
+
+    def describe(self):
+        if self.external:
+            return "external cluster at %s" % self.bootstrap
+        return "Apache Kafka, %d node(s) at %s, logs under %s" % (
+            len(self.nodes), self.bootstrap, self.directory)  # fmt: skip
+
+    def alive(self):
+        return self.external or all(n.alive() for n in self.nodes)
+
+    def node_for(self, topic, partition, timeout=10.0):
+        """The node leading ``topic``'s ``partition`` now."""
+        md = admin_client(self.bootstrap).list_topics(topic=topic, timeout=timeout)
+        leader = md.topics[topic].partitions[partition].leader
+        return next(n for n in self.nodes if n.node_id == leader)
+
+    def restart_nodes(self, *nodes, ready_timeout=90.0):
+        """Starts stopped or killed nodes again (same ports, same log dirs) and waits until the
+        cluster lists every node."""
+        for node in nodes:
+            node.start(self._java, self._classpath, self._heap)
+        self.wait_ready(ready_timeout)
+
+    def wait_ready(self, timeout=90.0):
+        """Waits until a metadata request lists every node of ours (any broker if external)."""
+        deadline = time.monotonic() + timeout
+        want = len(self.nodes) or 1
+        while True:
+            dead = [n for n in self.nodes if n.process is not None and not n.alive()]
+            if dead:
+                raise BrokerError(
+                    "broker node %d exited with status %s before the cluster was ready (%s)\n%s"
+                    % (dead[0].node_id, dead[0].process.returncode, self.describe(),
+                       self.log_tail())
+                )  # fmt: skip
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise BrokerError(
+                    "broker not ready after %.0fs (%s)\n%s"
+                    % (timeout, self.describe(), self.log_tail())
+                )
+            live = [n for n in self.nodes if n.alive()] or [None]
+            host, port = (live[0].bootstrap if live[0] else self.bootstrap.split(",")[0]).rsplit(
+                ":", 1
+            )
+            try:  # cheap TCP probe first: keeps librdkafka's "connection refused" noise out
+                with socket.create_connection((host, int(port)), timeout=min(1.0, remaining)):
+                    pass
+            except OSError:
+                time.sleep(0.1)
+                continue
+            try:
+                md = admin_client(self.bootstrap).list_topics(timeout=min(5.0, max(remaining, 0.1)))
+                if len(md.brokers) >= want:
+                    return self
+            except Exception:
+                pass
+            time.sleep(0.2)
+
+    def stop(self, timeout=30.0):
+        for node in self.nodes:
+            node.kill() if timeout == 0 else node.stop(timeout)
+        if self in _running:
+            _running.remove(self)
+        if self.directory and self.nodes:
+            shutil.rmtree(self.directory, ignore_errors=True)
+            self.directory = None
 
     def __enter__(self):
         return self
@@ -194,73 +356,121 @@ class Broker:
         self.stop()
 
 
-def start_tansu(
-    binary=None,
-    host="127.0.0.1",
-    port=None,
-    log_path=None,
-    ready_timeout=60.0,
-    storage="memory://tansu/",
-    cwd=None,
-    advertised=None,
+def _node_properties(node, voters, data_dir, replicas, security, ca_keystore):
+    listeners = ["PLAINTEXT://127.0.0.1:%d" % node.port]
+    advertised = list(listeners)
+    protocols = ["PLAINTEXT:PLAINTEXT", "CONTROLLER:PLAINTEXT"]
+    if security:
+        listeners.append("SASL_SSL://127.0.0.1:%d" % node.secure_port)
+        advertised.append("SASL_SSL://127.0.0.1:%d" % node.secure_port)
+        protocols.append("SASL_SSL:SASL_SSL")
+    listeners.append("CONTROLLER://127.0.0.1:%d" % node.controller_port)
+    min_isr = 2 if replicas >= 3 else 1
+    props = {
+        "process.roles": "broker,controller",
+        "node.id": node.node_id,
+        "controller.quorum.voters": voters,
+        "controller.listener.names": "CONTROLLER",
+        "inter.broker.listener.name": "PLAINTEXT",
+        "listeners": ",".join(listeners),
+        "advertised.listeners": ",".join(advertised),
+        "listener.security.protocol.map": ",".join(protocols),
+        "log.dirs": data_dir,
+        "num.partitions": 1,
+        "default.replication.factor": replicas,
+        "min.insync.replicas": min_isr,
+        "offsets.topic.replication.factor": replicas,
+        "offsets.topic.num.partitions": 5,
+        "transaction.state.log.replication.factor": replicas,
+        "transaction.state.log.min.isr": min_isr,
+        "transaction.state.log.num.partitions": 5,
+        "share.coordinator.state.topic.replication.factor": replicas,
+        "share.coordinator.state.topic.min.isr": min_isr,
+        # A test names its topics; a typo must be NotFound, not a new topic.
+        "auto.create.topics.enable": "false",
+        "group.initial.rebalance.delay.ms": 0,
+        "group.min.session.timeout.ms": 1000,
+        # The compaction tests wait for the cleaner; a short back-off keeps that wait short.
+        "log.cleaner.backoff.ms": 500,
+        "log.retention.check.interval.ms": 5000,
+    }
+    if security:
+        props.update({
+            "sasl.enabled.mechanisms": SCRAM_MECHANISM,
+            "listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config":
+                "org.apache.kafka.common.security.scram.ScramLoginModule required;",
+            "ssl.keystore.type": "PEM",
+            "ssl.keystore.location": ca_keystore[1],
+            "authorizer.class.name": "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+            # The PLAINTEXT listener (tests' set-up, inter-broker, controller) is ANONYMOUS.
+            "super.users": "User:ANONYMOUS;User:admin",
+        })  # fmt: skip
+    return "".join("%s=%s\n" % kv for kv in props.items())
+
+
+def start_kafka(
+    brokers=1, security=False, port=None, heap=None, ready_timeout=90.0, directory=None
 ):
-    """Starts tansu on ``host:port`` (a free port if None) and waits for it. ``storage`` is its
-    storage engine URL (``sqlite://tansu.db`` keeps data across restarts, in ``cwd``);
-    ``advertised`` the listener URL it gives clients in metadata (default: its own)."""
-    binary = binary or find_tansu()
-    attempts = 1 if port else 3
-    for attempt in range(attempts):
-        chosen = port or free_port(host)
-        path = log_path
-        if path is None:
-            fd, path = tempfile.mkstemp(prefix="tansu-%d-" % chosen, suffix=".log")
-            os.close(fd)
-        log = open(path, "ab")
-        env = {k: v for k, v in os.environ.items() if k not in _TANSU_ENV_KEYS}
-        env.setdefault("RUST_LOG", "warn")
-        url = "tcp://%s:%d" % (host, chosen)
-        argv = [
-            binary,
-            "broker",
-            "--cluster-id",
-            "kafka-dataset-test",
-            "--listener-url",
-            url,
-            "--advertised-listener-url",
-            advertised or url,
-            "--storage-engine",
-            storage,
-        ]
-        log.write(("$ %s\n" % " ".join(argv)).encode())
-        log.flush()
-        process = subprocess.Popen(
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=env,
-            cwd=cwd,
-            preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
-        )
-        broker = Broker("%s:%d" % (host, chosen), process, path)
-        broker._log_file = log
-        try:
-            return broker.wait_ready(ready_timeout)
-        except BrokerError:
-            exited_early = process.poll() is not None
-            broker.stop()
-            # The port may have been taken between free_port() and bind(): try another.
-            if attempt + 1 == attempts or not exited_early:
-                raise
-    raise AssertionError("unreachable")
+    """Starts Apache Kafka in KRaft mode: ``brokers`` combined controller+broker nodes on free
+    127.0.0.1 ports, storage formatted with a fresh cluster id in a temporary folder (removed by
+    ``stop()``), replication factor ``brokers`` (``min.insync.replicas=2`` from 3 nodes). With
+    ``security`` each node also serves SASL_SSL (SCRAM-SHA-512 users ``SCRAM_USERS``, a
+    certificate made for this run) and checks ACLs (``admin`` and PLAINTEXT are super users).
+    ``port``: the first node's PLAINTEXT port (default: a free one). Waits until metadata lists
+    every node."""
+    libs = find_kafka_libs()
+    java = find_java()
+    classpath = os.path.join(libs, "*")
+    heap = heap or os.environ.get(KAFKA_HEAP_ENV) or "512m"
+    directory = directory or tempfile.mkdtemp(prefix="kafka-")
+    cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    ca_keystore = make_certificates(directory) if security else None
+    nodes = [
+        KafkaNode(i + 1, os.path.join(directory, "node-%d" % (i + 1)),
+                  port if (port and i == 0) else free_port(), free_port(),
+                  free_port() if security else None)
+        for i in range(brokers)
+    ]  # fmt: skip
+    voters = ",".join("%d@127.0.0.1:%d" % (n.node_id, n.controller_port) for n in nodes)
+    formats = []
+    for node in nodes:
+        os.makedirs(node.directory)
+        with open(node.properties, "w") as f:
+            f.write(_node_properties(node, voters, os.path.join(node.directory, "data"), brokers,
+                                     security, ca_keystore))  # fmt: skip
+        with open(os.path.join(node.directory, "log4j2.properties"), "w") as f:
+            f.write(_LOG4J2)
+        argv = [java, "-Xmx256m", "-cp", classpath, "kafka.tools.StorageTool", "format",
+                "--ignore-formatted", "-t", cluster_id, "-c", node.properties]  # fmt: skip
+        if security:
+            for user, password in SCRAM_USERS.items():
+                argv += ["--add-scram", "%s=[name=%s,password=%s]" % (SCRAM_MECHANISM, user,
+                                                                        password)]  # fmt: skip
+        formats.append(subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT))
+    for node, proc in zip(nodes, formats):
+        out = proc.communicate(timeout=120)[0].decode("utf-8", "replace")
+        if proc.returncode != 0:
+            shutil.rmtree(directory, ignore_errors=True)
+            raise BrokerError("formatting node %d's storage failed:\n%s" % (node.node_id, out))
+    broker = Broker(",".join(n.bootstrap for n in nodes), nodes, directory, java, classpath, heap,
+                    ca_keystore[0] if ca_keystore else None)  # fmt: skip
+    _running.append(broker)
+    try:
+        for node in nodes:
+            node.start(java, classpath, heap)
+        return broker.wait_ready(ready_timeout)
+    except BaseException:
+        broker.stop(timeout=0)
+        raise
 
 
 def broker_from_env_or_start(**kwargs):
-    """``$KAFKA_BOOTSTRAP_SERVERS`` if set (an external cluster, never stopped), else tansu."""
+    """``$KAFKA_BOOTSTRAP_SERVERS`` if set (an external cluster, never stopped), else a local
+    Apache Kafka (``start_kafka(**kwargs)``)."""
     bootstrap = os.environ.get(BOOTSTRAP_ENV)
     if bootstrap:
-        return Broker(bootstrap).wait_ready(kwargs.get("ready_timeout", 60.0))
-    return start_tansu(**kwargs)
+        return Broker(bootstrap).wait_ready(kwargs.get("ready_timeout", 90.0))
+    return start_kafka(**kwargs)
 
 
 # --- clients ---------------------------------------------------------------------------------
@@ -284,14 +494,15 @@ def partition_count(bootstrap, topic, admin=None, timeout=5.0):
     return len(t.partitions)
 
 
-def create_topic(bootstrap, topic, partitions=1, timeout=30.0, config=None):
-    """Creates ``topic`` and waits until its metadata shows every partition. ``config``: extra
-    client properties (e.g. TLS settings)."""
+def create_topic(bootstrap, topic, partitions=1, timeout=30.0, config=None, topic_config=None):
+    """Creates ``topic`` (the cluster's default replication factor) and waits until its metadata
+    shows every partition. ``config``: extra client properties (e.g. security settings);
+    ``topic_config``: topic properties (e.g. ``{"cleanup.policy": "compact"}``)."""
     from confluent_kafka.admin import NewTopic
 
-    admin = admin_client(bootstrap, config)  # referenced until the futures resolve (DESIGN.md §5)
+    admin = admin_client(bootstrap, config)  # referenced until the futures resolve (docs/design.md §5)
     futures = admin.create_topics(
-        [NewTopic(topic, num_partitions=partitions, replication_factor=1)],
+        [NewTopic(topic, num_partitions=partitions, config=dict(topic_config or {}))],
         operation_timeout=timeout,
         request_timeout=timeout,
     )
@@ -310,26 +521,26 @@ def _as_bytes(v):
     return str(v).encode()
 
 
-def produce(bootstrap, topic, records, one_record_per_batch=True, timeout=60.0):
-    """Produces ``records`` (Record or (partition, value[, key[, timestamp]]) tuples) in order.
+def produce(bootstrap, topic, records, compression="lz4", linger_ms=5, timeout=60.0, config=None):
+    """Produces ``records`` (Record or (partition, value[, key[, timestamp]]) tuples) in order,
+    the way real producers do: idempotent, batched (``linger_ms``, many records per batch) and
+    compressed (``compression``: none, gzip, snappy, lz4 or zstd).
 
-    Timestamps are CreateTime in ms. With ``one_record_per_batch`` every record is its own record
-    batch (tansu 0.6.0's ListOffsets(latest) is only right then: DESIGN.md §5). Returns one
-    ``Delivered`` per record, in input order; raises if any delivery failed.
+    Timestamps are CreateTime in ms. Returns one ``Delivered`` per record, in input order;
+    raises if any delivery failed. ``config``: extra producer properties.
     """
     from confluent_kafka import Producer
 
-    config = {
-        "bootstrap.servers": bootstrap,
-        "acks": "all",
-        "enable.idempotence": False,
-        "max.in.flight.requests.per.connection": 1,
-        "compression.type": "none",
-    }
-    if one_record_per_batch:
-        config.update({"batch.num.messages": 1, "linger.ms": 0})
-    else:
-        config.update({"linger.ms": 5})
+    config = dict(
+        {
+            "bootstrap.servers": bootstrap,
+            "acks": "all",
+            "enable.idempotence": True,
+            "compression.type": compression,
+            "linger.ms": linger_ms,
+        },
+        **(config or {}),
+    )
     producer = Producer(config)
     records = [r if isinstance(r, Record) else Record(*r) for r in records]
     results = [None] * len(records)
@@ -457,29 +668,38 @@ def run_python(code_or_path, args=(), timeout=300.0, env=None, check=True, cwd=N
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m kafka_dataset.testing")
     sub = parser.add_subparsers(dest="command", required=True)
-    b = sub.add_parser("broker", help="run a local tansu broker (memory storage) until Ctrl-C")
-    b.add_argument("--host", default="127.0.0.1")
-    b.add_argument("--port", type=int, default=9092)
-    args = parser.parse_args(argv)
-    fd, log_path = tempfile.mkstemp(prefix="tansu-", suffix=".log")
-    os.close(fd)
-    broker = start_tansu(host=args.host, port=args.port, log_path=log_path)
-    print(
-        "tansu broker ready at %s (log %s); Ctrl-C stops it" % (broker.bootstrap, log_path),
-        flush=True,
+    b = sub.add_parser("broker", help="run a local Apache Kafka (KRaft) until Ctrl-C")
+    b.add_argument("--port", type=int, default=9092, help="first node's PLAINTEXT port")
+    b.add_argument("--brokers", type=int, default=1, help="nodes (replication factor = nodes)")
+    b.add_argument(
+        "--security",
+        action="store_true",
+        help="also serve SASL_SSL (SCRAM-SHA-512) with ACLs on every node",
     )
+    args = parser.parse_args(argv)
 
     def on_sigterm(signum, frame):
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, on_sigterm)
+    broker = start_kafka(brokers=args.brokers, security=args.security, port=args.port)
     try:
-        broker.process.wait()
+        print("Apache Kafka ready at %s (%s)" % (broker.bootstrap, broker.describe()), flush=True)
+        if args.security:
+            print(
+                "SASL_SSL at %s, CA %s, users %s"
+                % (broker.secure_bootstrap, broker.ca, ", ".join(SCRAM_USERS)),
+                flush=True,
+            )
+        print("Ctrl-C stops it", flush=True)
+        while broker.alive():
+            time.sleep(0.5)
+        print("a broker node exited:\n" + broker.log_tail(), file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
-        pass
+        return 0
     finally:
         broker.stop()
-    return 0
 
 
 if __name__ == "__main__":
