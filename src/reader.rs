@@ -350,6 +350,8 @@ struct LiveCluster<'a> {
     deadline: Duration,
     /// The user's consumer group ("" without one), named by an authorization failure.
     group: &'a str,
+    /// The bootstrap servers, named when none answers.
+    servers: &'a str,
 }
 
 impl LiveCluster<'_> {
@@ -398,7 +400,8 @@ impl LiveCluster<'_> {
                 let mut err = kafka_error(&format!("metadata for topic \"{topic}\""), &e);
                 if err.kind == ErrorKind::Unavailable {
                     err.message = format!(
-                        "brokers unreachable: no metadata for topic \"{topic}\" within {} ms ({})",
+                        "brokers unreachable ({}): no metadata for topic \"{topic}\" within {} ms ({})",
+                        self.servers,
                         self.deadline.as_millis(),
                         err.message
                     );
@@ -516,6 +519,7 @@ impl Reader {
                 consumer: &probe,
                 deadline: spec.metadata_deadline(),
                 group: &spec.settings.group,
+                servers: &spec.settings.servers,
             };
             resolve_streams(&spec.entries, &mut cluster, spec.assignment)?
         };

@@ -48,13 +48,9 @@ def read_with_deadline(iterator, count, seconds):
 @pytest.fixture
 def healthy(cluster):
     """The cluster with every node running, before and after the test."""
-    for node in cluster.nodes:
-        if not node.alive():
-            cluster.restart_nodes(node)
+    cluster.restart_nodes(*[n for n in cluster.nodes if not n.alive()])
     yield cluster
-    for node in cluster.nodes:
-        if not node.alive():
-            cluster.restart_nodes(node)
+    cluster.restart_nodes(*[n for n in cluster.nodes if not n.alive()])
 
 
 @pytest.mark.parametrize("fault", ["sigkill", "clean-shutdown"])

@@ -390,9 +390,11 @@ def _node_properties(node, voters, data_dir, replicas, security, ca_keystore):
         "auto.create.topics.enable": "false",
         "group.initial.rebalance.delay.ms": 0,
         "group.min.session.timeout.ms": 1000,
+        # Test data carries CreateTimes from the past (helpers.BASE_TS is in 2023): time-based
+        # retention would delete it within minutes. Deletion is a test's own act (DeleteRecords).
+        "log.retention.ms": -1,
         # The compaction tests wait for the cleaner; a short back-off keeps that wait short.
         "log.cleaner.backoff.ms": 500,
-        "log.retention.check.interval.ms": 5000,
     }
     if security:
         props.update({
