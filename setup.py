@@ -1,5 +1,7 @@
 """Builds libkafka_dataset.so with cargo (feature `tensorflow`, against the TensorFlow of the
-Python running this build) and installs it beside the `kafka_dataset` package.
+Python running this build) and installs it beside the `kafka_dataset` package, without its debug
+info: that stays in target/release/libkafka_dataset.so.debug, which gdb finds through the
+library's .gnu_debuglink (copy it beside the installed library, or under /usr/lib/debug).
 
     pip install --no-build-isolation .
 """
@@ -30,6 +32,7 @@ class CargoBuildExt(build_ext):
             env=env,
         )
         built = os.path.join(target_dir, "release", LIBRARY)
+        stripped = split_debug_info(built)
         for dest_root in (
             {self.build_lib, os.path.join(ROOT, "python")} if self.inplace else {self.build_lib}
         ):
@@ -37,8 +40,19 @@ class CargoBuildExt(build_ext):
             os.makedirs(os.path.dirname(dest), exist_ok=True)
             # Never overwrite a library in place: processes that loaded it would crash.
             staging = dest + ".tmp"
-            shutil.copyfile(built, staging)
+            shutil.copyfile(stripped, staging)
             os.replace(staging, dest)
+
+
+def split_debug_info(library):
+    """Writes ``library``'s debug info to ``library.debug`` and returns a copy without it that
+    links to that file (objcopy from binutils); the library itself is left as cargo built it."""
+    debug, stripped = library + ".debug", library + ".stripped"
+    subprocess.check_call(["objcopy", "--only-keep-debug", library, debug])
+    subprocess.check_call(
+        ["objcopy", "--strip-debug", "--add-gnu-debuglink=" + debug, library, stripped]
+    )
+    return stripped
 
 
 class BinaryDistribution(Distribution):

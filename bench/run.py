@@ -5,7 +5,7 @@ and tensorflow-io, all measured in one run.
     bash bench/run.sh            # installs what it needs, then runs this
     .venv/bin/python bench/run.py [--quick]
 
-Starts a local tansu broker (or uses $KAFKA_BOOTSTRAP_SERVERS) and measures each reader in its
+Starts a local Apache Kafka (or uses $KAFKA_BOOTSTRAP_SERVERS) and measures each reader in its
 own process, best of `--runs` (the machines are noisy: compare ratios within one run, not
 absolute numbers). Client CPU is user+system time of the reading process (the broker is not
 counted).
@@ -54,13 +54,8 @@ TUNED = {
     "fetch.queue.backoff.ms": "0",
     "fetch.wait.max.ms": "100",
 }
-# What tensorflow-io's bundled librdkafka 1.5.0 needs to talk to tansu at all, plus a short
-# broker wait (its best mode here).
-TFIO_CONFIG = [
-    "api.version.request=false",
-    "broker.version.fallback=0.9.0",
-    "fetch.wait.max.ms=10",
-]
+# tensorflow-io's bundled librdkafka 1.5.0 with a short broker wait (its best mode here).
+TFIO_CONFIG = ["fetch.wait.max.ms=10"]
 
 
 def produce(servers, topic, partitions, messages, size, rate=None, seconds=None, batch=10000):
@@ -508,63 +503,30 @@ def main():
                 "## tensorflow-io 0.37.1 vs KafkaDataset, both in TensorFlow 2.16.2 (100 B,"
                 " 1 partition)",
                 "",
-                "tensorflow-io's range reader (`IODataset.from_kafka(...).batch(1024)`) fetches"
-                " from offsets inside record batches, which tansu 0.6.0 answers with nothing (it"
-                " then waits forever), so it runs only on a topic written one record per batch;"
-                " tansu serves such a topic far slower. Its group reader"
-                " (`KafkaGroupIODataset`) runs on both; its time includes the group join and the"
-                " 5 s poll timeout that ends it. The ceiling is raw-rust on the same topic.",
+                "tensorflow-io's range reader is `IODataset.from_kafka(...).batch(1024)`; its"
+                " group reader (`KafkaGroupIODataset`) time includes the group join and the 5 s"
+                " poll timeout that ends it. The ceiling is raw-rust on the same topic.",
                 "",
             ]
             rows = []
             summary = []
-            for label, batch, messages, variants in (
-                (
-                    "one record per batch",
-                    1,
-                    # tensorflow-io's range reader slows down with the topic's length on
-                    # tansu (seeks into a log of single-record batches): 470 msg/s at 200k.
-                    20_000 // scale,
-                    ["raw-rust", "kd-native-tf216", "kd-eager-tf216", "tfio-range", "tfio-group"],
-                ),
-                (
-                    "batched",
-                    10000,
-                    200_000 // scale,
-                    ["raw-rust", "kd-native-tf216", "kd-eager-tf216", "tfio-group"],
-                ),
-            ):
-                topic = topic_with("bench-tfio", 1, messages, 100, batch=batch)
-                params = {
-                    "servers": servers,
-                    "topic": topic,
-                    "partitions": 1,
-                    "messages": messages,
-                }
-                these = []
-                for v in variants:
-                    r = best_of(runs, v, params, messages)
-                    log(
-                        these,
-                        dict(r, reader="%s (%s)" % (v, label), partitions=1, messages=messages),
-                    )
-                rows += these
-                best_tfio = min(r["seconds"] for r in these if r["reader"].startswith("tfio"))
-                summary.append(
-                    "%s: KafkaDataset vs tensorflow-io's best mode, wall: %.1fx with"
-                    " .batch(1024), %.1fx with native batches."
-                    % (label, best_tfio / these[2]["seconds"], best_tfio / these[1]["seconds"])
-                )
+            topic = topic_with("bench-tfio", 1, messages, 100)
+            params = {"servers": servers, "topic": topic, "partitions": 1, "messages": messages}
+            variants = ["raw-rust", "kd-native-tf216", "kd-eager-tf216", "tfio-range", "tfio-group"]
+            for v in variants:
+                r = best_of(runs, v, params, messages)
+                log(rows, dict(r, reader=v, partitions=1, messages=messages))
+            best_tfio = min(r["seconds"] for r in rows if r["reader"].startswith("tfio"))
+            summary.append(
+                "KafkaDataset vs tensorflow-io's best mode, wall: %.1fx with .batch(1024), %.1fx"
+                " with native batches."
+                % (best_tfio / rows[2]["seconds"], best_tfio / rows[1]["seconds"])
+            )
             md += throughput_table(
                 "Results",
                 rows,
                 100,
-                lambda r, rows=rows: next(
-                    x
-                    for x in rows
-                    if x["reader"].startswith("raw-rust")
-                    and x["reader"].split("(")[1] == r["reader"].split("(")[1]
-                ),
+                lambda r, rows=rows: next(x for x in rows if x["reader"] == "raw-rust"),
             )
             md += [""] + summary
             save("tfio", md, [messages, 100, rows])
@@ -667,7 +629,7 @@ def main():
             save("workers", workers_scenario(servers, kt, scale, runs))
 
     md = [
-        "# kafka-dataset benchmark (tansu 0.6.0 on loopback, 2 cores)",
+        "# kafka-dataset benchmark (Apache Kafka 4.1.1, one KRaft node, on loopback, 2 cores)",
         "",
         "Ratios compare with the ceiling in the same run: wall ratio = reader msg/s / ceiling"
         " msg/s (higher is faster), CPU ratio = reader CPU per message / ceiling CPU per"

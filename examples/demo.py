@@ -303,7 +303,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "--bootstrap",
-        help="use this cluster instead of starting a local Apache Kafka (default: $KAFKA_BOOTSTRAP_SERVERS)",
+        help="use this cluster instead of a local Apache Kafka (default: $KAFKA_BOOTSTRAP_SERVERS)",
     )
     parser.add_argument("--events", type=int, default=3000)
     parser.add_argument("--checkpoint-dir")

@@ -3,7 +3,7 @@
 with the model, so a killed trainer restarted on the same checkpoint directory continues at the
 next message after its last checkpoint.
 
-    python examples/keras_streaming.py      # local Apache Kafka: run 1 crashes mid-epoch, run 2 resumes
+    python examples/keras_streaming.py      # local Kafka: run 1 crashes mid-epoch, run 2 resumes
     python examples/keras_streaming.py --bootstrap host:9092 --topic t --produce 3000 \
         --checkpoint-dir ckpt --steps 60 --stop-after-batches 25   # crashes after batch 25
     python examples/keras_streaming.py --bootstrap host:9092 --topic t --checkpoint-dir ckpt \
@@ -202,7 +202,8 @@ def train(args):
 
 
 def demo(args):
-    """No broker given: start a local Apache Kafka, then train in a process that crashes and one that resumes."""
+    """No broker given: start a local Kafka, then train in a process that crashes and one that
+    resumes."""
     broker = kt.start_kafka()
     try:
         argv = ["--bootstrap", broker.bootstrap, "--topic", args.topic, "--steps", args.steps]

@@ -135,9 +135,7 @@ def produce_transaction(producer, topic, records, commit):
     return out
 
 
-def test_transactions_committed_exactly_once_aborted_never_markers_end_ranges(
-    kd, kafka, tmp_path
-):
+def test_transactions_committed_exactly_once_aborted_never_markers_end_ranges(kd, kafka, tmp_path):
     topic = kafka.new_topic(2)
     producer = transactional_producer(kafka.servers)
     sent = []
@@ -149,9 +147,7 @@ def test_transactions_committed_exactly_once_aborted_never_markers_end_ranges(
         sent.append((commit, produce_transaction(producer, topic, records, commit)))
     committed = [r for commit, rs in sent if commit for r in rs]
     aborted = {r[2] for commit, rs in sent if not commit for r in rs}
-    streams = [
-        sorted((ts, off, v) for p, off, v, ts in committed if p == part) for part in (0, 1)
-    ]
+    streams = [sorted((ts, off, v) for p, off, v, ts in committed if p == part) for part in (0, 1)]
     expected = kway_merge(streams)
     entries = ["%s:0" % topic, "%s:1" % topic]
     make = lambda **kw: kd.KafkaDataset(entries, servers=kafka.servers, **kw)  # noqa: E731

@@ -1,6 +1,7 @@
 """The Python package: loader, aliases, the seed constructor, Python-side type errors."""
 
 import inspect
+import json
 import os
 
 import kafka_dataset
@@ -202,7 +203,31 @@ def test_pip_wheel_builds_a_platform_wheel_whose_library_loads(kd, kafka, run_py
         names = z.namelist()
         for member in ["libkafka_dataset.so", "__init__.py", "stats.py", "inspect.py"]:
             assert "kafka_dataset/" + member in names, names
+        library_size = z.getinfo("kafka_dataset/libkafka_dataset.so").file_size
         z.extractall(site)
+    # Shipped without debug info (67 MB with it); the debug info is a file of its own.
+    assert library_size < 25 * 2**20, library_size
+    assert os.path.getsize(os.path.join(root, "target", "release", "libkafka_dataset.so.debug")) > (
+        2 * library_size
+    )
+    # auditwheel: with TensorFlow's own library excluded (the user's TensorFlow provides it),
+    # the wheel is manylinux: nothing else outside the manylinux policy is linked.
+    repaired = tmp_path / "manylinux"
+    env = dict(os.environ, PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"])
+    subprocess.run(
+        [sys.executable, "-m", "auditwheel", "repair", "--exclude", "libtensorflow_framework.so.2",
+         "-w", str(repaired), str(wheel)],
+        check=True, timeout=300, capture_output=True, env=env,
+    )  # fmt: skip
+    (manylinux,) = repaired.glob("*.whl")
+    assert "-manylinux_" in manylinux.name, manylinux.name
+    shown = subprocess.run(
+        [sys.executable, "-m", "auditwheel", "show", "--json", str(manylinux)],
+        check=True, timeout=300, capture_output=True, text=True, env=env,
+    )  # fmt: skip
+    audit = json.loads(shown.stdout)
+    assert audit["sym_tag"].startswith("manylinux_"), audit
+    assert list(audit["external_libs"]) == ["libtensorflow_framework.so.2"], audit
     topic = kafka.new_topic(1)
     kafka.produce(topic, [(0, b"w%d" % i, None, 1700000000000 + i) for i in range(3)])
     env = {"PYTHONPATH": str(site)}

@@ -74,7 +74,9 @@ def make_certificate(directory):
 
 
 def test_reads_over_sasl_ssl_with_a_password_from_a_file(kd, secure_broker, tmp_path):
-    topic, group = set_up(secure_broker, [("TOPIC", "{topic}", "READ"), ("GROUP", "{group}", "READ")])
+    topic, group = set_up(
+        secure_broker, [("TOPIC", "{topic}", "READ"), ("GROUP", "{group}", "READ")]
+    )
     secret = tmp_path / "password"
     secret.write_text(PASSWORD)
     ds = kd.KafkaDataset(

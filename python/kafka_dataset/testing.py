@@ -146,6 +146,7 @@ def make_certificates(directory):
     """A CA and a server certificate for 127.0.0.1/localhost, made with openssl for this run.
     Returns ``(ca_pem, keystore_pem)``: the keystore holds the key and the chain (Kafka reads
     it as ``ssl.keystore.type=PEM``)."""
+
     def openssl(*args):
         subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=directory)
 
@@ -156,7 +157,8 @@ def make_certificates(directory):
     with open(os.path.join(directory, "san.ext"), "w") as f:
         f.write("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
     openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
-            "-CAcreateserial", "-days", "2", "-out", "server.pem", "-extfile", "san.ext")  # fmt: skip
+            "-CAcreateserial", "-days", "2", "-out", "server.pem",
+            "-extfile", "san.ext")  # fmt: skip
     keystore = os.path.join(directory, "keystore.pem")
     with open(keystore, "w") as out:
         for name in ("server.key", "server.pem", "ca.pem"):
@@ -278,8 +280,8 @@ class Broker:
             if os.path.exists(node.log_path):
                 with open(node.log_path, "rb") as f:
                     text = f.read().decode("utf-8", "replace")
-                tails.append("--- node %d (%s)\n%s" % (
-                    node.node_id, node.log_path, "\n".join(text.splitlines()[-lines:])))  # fmt: skip
+                tail = "\n".join(text.splitlines()[-lines:])
+                tails.append("--- node %d (%s)\n%s" % (node.node_id, node.log_path, tail))
         return "\n".join(tails) or "(no broker log)"
 
     def describe(self):
@@ -502,7 +504,9 @@ def create_topic(bootstrap, topic, partitions=1, timeout=30.0, config=None, topi
     ``topic_config``: topic properties (e.g. ``{"cleanup.policy": "compact"}``)."""
     from confluent_kafka.admin import NewTopic
 
-    admin = admin_client(bootstrap, config)  # referenced until the futures resolve (docs/design.md §5)
+    admin = admin_client(
+        bootstrap, config
+    )  # referenced until the futures resolve (docs/design.md §5)
     futures = admin.create_topics(
         [NewTopic(topic, num_partitions=partitions, config=dict(topic_config or {}))],
         operation_timeout=timeout,
