@@ -228,3 +228,47 @@ def test_compacted_topic_ranges_over_gaps_end_and_restore_exactly(kd, kafka, tmp
 
 def read_all_iter(iterator):
     return [v.numpy() for v in iterator]
+
+
+def add_partitions(servers, topic, total):
+    from confluent_kafka.admin import NewPartitions
+
+    admin = kt.admin_client(servers)
+    for future in admin.create_partitions([NewPartitions(topic, total)]).values():
+        future.result(30)
+    kt.wait_for(lambda: kt.partition_count(servers, topic) == total, 30, "%s to grow" % topic)
+
+
+def test_partitions_added_to_a_whole_topic_entry_are_read_by_the_next_fresh_iterator(
+    kd, kafka, tmp_path
+):
+    """Today's documented behaviour (README, Semantics): a whole-topic entry resolves its
+    partitions once, when the iterator starts. Partitions added later (CreatePartitions) are
+    not read by that iterator, nor by one restored from its checkpoint (the checkpoint holds the
+    partitions it started with, and those restore exactly); a fresh iterator reads them all."""
+    topic = kafka.new_topic(2)
+    first = kafka.produce(topic, [(i % 2, "a%02d" % i, None, BASE_TS + 10 * i) for i in range(10)])
+    make = lambda **kw: kd.KafkaDataset([topic], servers=kafka.servers, **kw)  # noqa: E731
+
+    streaming = iter(make(eof=False, timeout=500))
+    head = [next(streaming).numpy() for _ in range(4)]
+    path = tf.train.Checkpoint(iterator=streaming).write(str(tmp_path / "two-partitions"))
+    add_partitions(kafka.servers, topic, 4)
+    later = kafka.produce(
+        topic, [(i % 4, "b%02d" % i, None, BASE_TS + 200 + 10 * i) for i in range(8)]
+    )
+    everything = first + later
+    old_partitions = kway_merge(streams_from_delivered(everything, [0, 1]))
+    # The streaming iterator goes on with partitions 0 and 1 only, in time order.
+    rest = [next(streaming).numpy() for _ in range(len(old_partitions) - 4)]
+    assert head + rest == old_partitions, first_difference(head + rest, old_partitions)
+    del streaming
+
+    restored = iter(make(eof=True))
+    tf.train.Checkpoint(iterator=restored).read(path).assert_consumed()
+    again = [v.numpy() for v in restored]
+    assert again == old_partitions[4:], first_difference(again, old_partitions[4:])
+
+    fresh = read_all(make(eof=True))
+    expected = kway_merge(streams_from_delivered(everything, [0, 1, 2, 3]))
+    assert fresh == expected, first_difference(fresh, expected)
