@@ -453,14 +453,10 @@ impl LiveCluster<'_> {
             Start::Stored => {
                 let mut tpl = TopicPartitionList::new();
                 tpl.add_partition(topic, partition);
-                let committed = self
-                    .consumer
-                    .committed_offsets(tpl, wait)
-                    .map_err(|e| {
-                        self.cause_on_queue().unwrap_or_else(|| {
-                            kafka_error(&format!("committed offset of {name}"), &e)
-                        })
-                    })?;
+                let committed = self.consumer.committed_offsets(tpl, wait).map_err(|e| {
+                    self.cause_on_queue()
+                        .unwrap_or_else(|| kafka_error(&format!("committed offset of {name}"), &e))
+                })?;
                 match committed
                     .find_partition(topic, partition)
                     .map(|e| e.offset())
