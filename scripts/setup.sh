@@ -6,7 +6,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 TOOLS=$ROOT/.tools
-CBINDGEN_VERSION=0.29.0
 export PIP_CACHE_DIR=$TOOLS/pip-cache
 export PIP_DISABLE_PIP_VERSION_CHECK=1
 mkdir -p "$TOOLS"
@@ -38,11 +37,6 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ] || ! ls "$TOOLS"/kafka/libs/kafk
   echo "$want" >"$stamp"
 fi
 java -version 2>&1 | head -1
-
-log "cbindgen $CBINDGEN_VERSION (C header generator, checked in CI)"
-if ! "$TOOLS/cbindgen/bin/cbindgen" --version 2>/dev/null | grep -q "$CBINDGEN_VERSION"; then
-  cargo install cbindgen --locked --version "$CBINDGEN_VERSION" --root "$TOOLS/cbindgen"
-fi
 
 log "Python venv with the pinned TensorFlow"
 stamp=.venv/.requirements.sha

@@ -9,6 +9,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 log() { printf '\n== %s (%ss)\n' "$*" "$SECONDS"; }
+CBINDGEN_VERSION=0.29.0
+
+log "cbindgen $CBINDGEN_VERSION (C header generator; the header is checked, not needed to build)"
+if ! .tools/cbindgen/bin/cbindgen --version 2>/dev/null | grep -q "$CBINDGEN_VERSION"; then
+  cargo install cbindgen --locked --version "$CBINDGEN_VERSION" --root .tools/cbindgen
+fi
 
 log "style: rustfmt, clippy, clang-format, ruff, generated header"
 cargo fmt --check

@@ -206,8 +206,16 @@ class KafkaNode:
 
     def stop(self, timeout=30.0):
         """A clean shutdown (SIGTERM: the broker hands over leadership), SIGKILL if it hangs."""
+        self.terminate()
+        self.wait_stopped(timeout)
+
+    def terminate(self):
         if self.alive():
             self.process.terminate()
+
+    def wait_stopped(self, timeout):
+        """Waits for a terminated node to exit; SIGKILL after ``timeout`` s."""
+        if self.alive():
             try:
                 self.process.wait(timeout)
             except subprocess.TimeoutExpired:
@@ -343,8 +351,12 @@ class Broker:
             time.sleep(0.2)
 
     def stop(self, timeout=30.0):
+        """Stops every node at once (one by one, the last ones would wait for a controller
+        quorum that is gone) and removes the log dirs; ``timeout=0``: SIGKILL."""
         for node in self.nodes:
-            node.kill() if timeout == 0 else node.stop(timeout)
+            node.kill() if timeout == 0 else node.terminate()
+        for node in self.nodes:
+            node.wait_stopped(timeout)
         if self in _running:
             _running.remove(self)
         if self.directory and self.nodes:
