@@ -63,7 +63,7 @@ def messages(first, n, t0):
 def produce(bootstrap, topic, n):
     kt.create_topic(bootstrap, topic, PARTITIONS)
     t0 = int(time.time() * 1000) - 3_600_000
-    delivered = kt.produce(bootstrap, topic, messages(0, n, t0))  # one record per batch
+    delivered = kt.produce(bootstrap, topic, messages(0, n, t0))  # batched, lz4
     assert all(d.offset == i // PARTITIONS for i, d in enumerate(delivered)), "topic not new"
 
 

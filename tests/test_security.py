@@ -127,12 +127,20 @@ def test_an_untrusted_certificate_fails_fast_as_unauthenticated(kd, secure_broke
     assert "certificate verify failed" in message and "127.0.0.1" in message, message
 
 
-def test_an_acl_that_denies_the_topic_is_permission_denied_naming_it(kd, secure_broker):
-    # alice may describe the topic (it exists for her) but not read it.
-    topic, _ = set_up(secure_broker, [("TOPIC", "{topic}", "DESCRIBE")])
+@pytest.mark.parametrize("denied", ["topic", "group"])
+def test_what_the_acls_deny_is_permission_denied_naming_it(kd, secure_broker, denied):
+    if denied == "topic":
+        # alice may describe the topic (it exists for her) but not read it.
+        topic, group = set_up(secure_broker, [("TOPIC", "{topic}", "DESCRIBE")])
+        entry, named = topic + ":0", topic
+    else:
+        # alice may read the topic, but not use the group its `stored` start needs.
+        topic, group = set_up(secure_broker, [("TOPIC", "{topic}", "READ")])
+        entry, named = topic + ":0:stored", group
     ds = kd.KafkaDataset(
-        [topic + ":0"],
+        [entry],
         servers=secure_broker.secure_bootstrap,
+        group=group if denied == "group" else "",
         eof=True,
         timeout=30000,
         config_global=sasl_config(secure_broker, "sasl.password=" + PASSWORD),
@@ -140,22 +148,5 @@ def test_an_acl_that_denies_the_topic_is_permission_denied_naming_it(kd, secure_
     with pytest.raises(tf.errors.PermissionDeniedError) as raised:
         list(ds)
     message = str(raised.value)
-    assert topic in message, message
-    assert PASSWORD not in message
-
-
-def test_a_denied_group_is_permission_denied(kd, secure_broker):
-    topic, group = set_up(secure_broker, [("TOPIC", "{topic}", "READ")])  # no group
-    ds = kd.KafkaDataset(
-        [topic + ":0:stored"],
-        servers=secure_broker.secure_bootstrap,
-        group=group,
-        eof=True,
-        timeout=30000,
-        config_global=sasl_config(secure_broker, "sasl.password=" + PASSWORD),
-    )
-    with pytest.raises(tf.errors.PermissionDeniedError) as raised:
-        list(ds)
-    message = str(raised.value)
-    assert group in message, message
+    assert named in message, message
     assert PASSWORD not in message
