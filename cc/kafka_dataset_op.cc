@@ -349,8 +349,9 @@ class KafkaDatasetOp::Dataset : public DatasetBase {
     // write, so saving after every element (symbolic checkpointing) is fine.
     bool SymbolicCheckpointCompatible() const override { return true; }
 
-    // Connecting and resolving streams happens here, so errors such as an
-    // unknown topic (NotFound) surface when the iterator is built.
+    // Resolving the streams happens here, so errors such as an unknown topic
+    // (NotFound) surface when the iterator is built; the core connects on
+    // the first element (a restore right after this only sets the position).
     absl::Status Initialize(IteratorContext* ctx) override {
       mutex_lock l(mu_);
       return EnsureReaderLocked();
@@ -388,12 +389,14 @@ class KafkaDatasetOp::Dataset : public DatasetBase {
           ctx->HandleCheckExternalStateStatus(dataset()->CheckExternalState()));
       mutex_lock l(mu_);
       TF_RETURN_IF_ERROR(EnsureReaderLocked());
-      kd_bytes state{nullptr, 0};
       // Symbolic checkpointing saves after every element: leave group commits
       // to their periodic interval then, and skip the readable copies.
       const bool every_element = ctx->symbolic_checkpoint();
-      TF_RETURN_IF_ERROR(
-          ToStatus(kd_reader_save(reader_.get(), !every_element, &state)));
+      if (!every_element) {
+        TF_RETURN_IF_ERROR(ToStatus(kd_reader_commit(reader_.get())));
+      }
+      kd_bytes state{nullptr, 0};
+      TF_RETURN_IF_ERROR(ToStatus(kd_reader_save(reader_.get(), &state)));
       // Copy now: the bytes are only valid until the next call on the reader.
       tstring bytes;
       if (state.data != nullptr && state.len > 0) {
@@ -450,35 +453,24 @@ class KafkaDatasetOp::Dataset : public DatasetBase {
     }
 
     // One bounded wait for the next element. Sets `*done` once the call
-    // produced an element or the end of the sequence.
+    // produced an element or the end of the sequence. The one read path: a
+    // scalar element is a batch of one; with batch_size, one 1-D tensor (two
+    // with message_key) holds every message the core had ready, up to
+    // batch_size.
     absl::Status NextSliceLocked(IteratorContext* ctx,
                                  std::vector<Tensor>* out_tensors,
                                  bool* end_of_sequence, bool* done)
         TF_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
       TF_RETURN_IF_ERROR(EnsureReaderLocked());
-      if (dataset()->attrs_.batch_size > 0) {
-        return NextBatchSliceLocked(ctx, out_tensors, end_of_sequence, done);
-      }
+      const int64_t batch_size = dataset()->attrs_.batch_size;
       kd_next_status status = KD_NEXT_PENDING;
-      kd_message_view view{};
-      TF_RETURN_IF_ERROR(ToStatus(
-          kd_reader_next(reader_.get(), kNextSliceMs, &status, &view)));
+      size_t count = 0;
+      TF_RETURN_IF_ERROR(ToStatus(kd_reader_next_batch(
+          reader_.get(), batch_size > 0 ? static_cast<size_t>(batch_size) : 1,
+          kNextSliceMs, &status, &count)));
       switch (status) {
-        case KD_NEXT_ELEMENT: {
-          // `view` borrows from the reader until its next call: copy it out
-          // while the lock is still held.
-          out_tensors->reserve(dataset()->attrs_.message_key ? 2 : 1);
-          AppendString(ctx, view.value, out_tensors);
-          if (dataset()->attrs_.message_key) {
-            AppendString(ctx, view.key, out_tensors);
-          }
-          static monitoring::CounterCell* bytes_counter =
-              metrics::GetTFDataBytesReadCounter(kDatasetType);
-          bytes_counter->IncrementBy(view.value.len + view.key.len);
-          *end_of_sequence = false;
-          *done = true;
-          return absl::OkStatus();
-        }
+        case KD_NEXT_ELEMENT:
+          break;
         case KD_NEXT_END:
           *end_of_sequence = true;
           *done = true;
@@ -491,72 +483,58 @@ class KafkaDatasetOp::Dataset : public DatasetBase {
               absl::StrCat("KdKafkaDataset: unexpected kd_next_status ",
                            static_cast<int>(status)));
       }
-    }
-
-    // Like NextSliceLocked, for native batches: one 1-D tensor (two with
-    // message_key) holding every message the core had ready, up to
-    // batch_size.
-    absl::Status NextBatchSliceLocked(IteratorContext* ctx,
-                                      std::vector<Tensor>* out_tensors,
-                                      bool* end_of_sequence, bool* done)
-        TF_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-      kd_next_status status = KD_NEXT_PENDING;
-      size_t count = 0;
-      TF_RETURN_IF_ERROR(ToStatus(kd_reader_next_batch(
-          reader_.get(), static_cast<size_t>(dataset()->attrs_.batch_size),
-          kNextSliceMs, &status, &count)));
-      if (status != KD_NEXT_ELEMENT) {
-        *end_of_sequence = status == KD_NEXT_END;
-        *done = status == KD_NEXT_END;
-        return absl::OkStatus();
-      }
-      const bool with_key = dataset()->attrs_.message_key;
-      Tensor values(ctx->allocator({}), DT_STRING,
-                    TensorShape({static_cast<int64_t>(count)}));
-      Tensor keys(ctx->allocator({}), DT_STRING,
-                  TensorShape({with_key ? static_cast<int64_t>(count) : 0}));
-      auto value_flat = values.flat<tstring>();
-      auto key_flat = keys.flat<tstring>();
+      // The views borrow from the reader until its next call: copy them out
+      // while the lock is still held.
       views_.resize(count);
       TF_RETURN_IF_ERROR(ToStatus(
           kd_reader_batch_messages(reader_.get(), views_.data(), count)));
+      const bool with_key = dataset()->attrs_.message_key;
       int64_t bytes = 0;
-      for (size_t i = 0; i < count; ++i) {
-        const kd_message_view& view = views_[i];
-        Assign(view.value, &value_flat(i));
-        bytes += view.value.len;
-        if (with_key) {
-          Assign(view.key, &key_flat(i));
-          bytes += view.key.len;
+      if (batch_size > 0) {
+        Tensor values(ctx->allocator({}), DT_STRING,
+                      TensorShape({static_cast<int64_t>(count)}));
+        Tensor keys(ctx->allocator({}), DT_STRING,
+                    TensorShape({with_key ? static_cast<int64_t>(count) : 0}));
+        auto value_flat = values.flat<tstring>();
+        auto key_flat = keys.flat<tstring>();
+        for (size_t i = 0; i < count; ++i) {
+          bytes += Assign(views_[i].value, &value_flat(i));
+          if (with_key) bytes += Assign(views_[i].key, &key_flat(i));
         }
+        out_tensors->push_back(std::move(values));
+        if (with_key) out_tensors->push_back(std::move(keys));
+      } else {
+        out_tensors->reserve(with_key ? 2 : 1);
+        bytes += AppendScalar(ctx, views_[0].value, out_tensors);
+        if (with_key) bytes += AppendScalar(ctx, views_[0].key, out_tensors);
       }
       static monitoring::CounterCell* bytes_counter =
           metrics::GetTFDataBytesReadCounter(kDatasetType);
       bytes_counter->IncrementBy(bytes);
-      out_tensors->push_back(std::move(values));
-      if (with_key) out_tensors->push_back(std::move(keys));
       *end_of_sequence = false;
       *done = true;
       return absl::OkStatus();
     }
 
     // A null payload or key arrives as length 0 (and maybe a NULL pointer).
-    static void Assign(const kd_bytes& bytes, tstring* out) {
+    // Returns the number of bytes copied.
+    static int64_t Assign(const kd_bytes& bytes, tstring* out) {
       if (bytes.data != nullptr && bytes.len > 0) {
         out->assign(reinterpret_cast<const char*>(bytes.data), bytes.len);
       }
+      return static_cast<int64_t>(bytes.len);
     }
 
-    static void AppendString(IteratorContext* ctx, const kd_bytes& bytes,
-                             std::vector<Tensor>* out_tensors) {
+    static int64_t AppendScalar(IteratorContext* ctx, const kd_bytes& bytes,
+                                std::vector<Tensor>* out_tensors) {
       out_tensors->emplace_back(ctx->allocator({}), DT_STRING, TensorShape({}));
-      Assign(bytes, &out_tensors->back().scalar<tstring>()());
+      return Assign(bytes, &out_tensors->back().scalar<tstring>()());
     }
 
     mutex mu_;
     // Not thread-safe in the core; every call on it happens under `mu_`.
     ReaderHandle reader_ TF_GUARDED_BY(mu_);
-    // Reused for every native batch (no allocation per call).
+    // Reused for every call (no allocation per element).
     std::vector<kd_message_view> views_ TF_GUARDED_BY(mu_);
   };
 

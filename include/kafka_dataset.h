@@ -9,7 +9,8 @@
 
 // Canonical status code (the numbering shared by gRPC and `absl::StatusCode`).
 //
-// The core picks the code; the TensorFlow shim only translates the number.
+// The core picks the failure class; this layer gives it its number; the TensorFlow shim only
+// translates the number into a `Status`.
 typedef enum kd_code {
   // Success (never carried by an error).
   KD_CODE_OK = 0,
@@ -39,9 +40,9 @@ typedef enum kd_code {
   KD_CODE_UNAUTHENTICATED = 16,
 } kd_code;
 
-// What [`kd_reader_next`] produced.
+// What [`kd_reader_next_batch`] produced.
 typedef enum kd_next_status {
-  // `*out_message` holds the next element.
+  // The next elements are ready to read with [`kd_reader_batch_messages`].
   KD_NEXT_ELEMENT = 0,
   // Nothing within `max_wait_ms`; check for cancellation and call again.
   KD_NEXT_PENDING = 1,
@@ -141,24 +142,6 @@ typedef struct kd_stream_position {
 extern "C" {
 #endif // __cplusplus
 
-// The status code of `error` (`KD_CODE_INTERNAL` for NULL).
-//
-// # Safety
-// `error` must be NULL or a live error from this library.
-enum kd_code kd_error_code(const struct kd_error *error);
-
-// The message of `error`, borrowed until [`kd_error_free`].
-//
-// # Safety
-// `error` must be NULL or a live error from this library.
-struct kd_str kd_error_message(const struct kd_error *error);
-
-// Frees an error. NULL is ignored.
-//
-// # Safety
-// `error` must be NULL or an error from this library not yet freed.
-void kd_error_free(struct kd_error *error);
-
 // Parses and validates everything that can be checked without a broker: entries, config,
 // timeout, servers. On success writes a new dataset to `*out_dataset`.
 //
@@ -174,6 +157,24 @@ struct kd_error *kd_dataset_new(const struct kd_dataset_options *options,
 // `dataset` must be NULL or a dataset from this library not yet freed.
 void kd_dataset_free(struct kd_dataset *dataset);
 
+// The status code of `error` (`KD_CODE_INTERNAL` for NULL).
+//
+// # Safety
+// `error` must be NULL or a live error from this library.
+enum kd_code kd_error_code(const struct kd_error *error);
+
+// The message of `error`, borrowed until [`kd_error_free`] (empty for NULL).
+//
+// # Safety
+// `error` must be NULL or a live error from this library.
+struct kd_str kd_error_message(const struct kd_error *error);
+
+// Frees an error. NULL is ignored.
+//
+// # Safety
+// `error` must be NULL or an error from this library not yet freed.
+void kd_error_free(struct kd_error *error);
+
 // Connects, resolves the dataset's streams (all-partitions form, named starts) and starts
 // reading. On success writes a new reader to `*out_reader`.
 //
@@ -181,31 +182,12 @@ void kd_dataset_free(struct kd_dataset *dataset);
 // `dataset` must be a live dataset; `out_reader` must be writable.
 struct kd_error *kd_reader_new(const struct kd_dataset *dataset, struct kd_reader **out_reader);
 
-// Waits at most `max_wait_ms` for the next element. On success writes `*out_status` and, for
-// `KD_NEXT_ELEMENT`, `*out_message` (borrowed until the next call on `reader`). After an
-// error the reader may be called again.
-//
-// # Safety
-// `reader` must be a live reader not used concurrently; the out-params must be writable.
-struct kd_error *kd_reader_next(struct kd_reader *reader,
-                                uint32_t max_wait_ms,
-                                enum kd_next_status *out_status,
-                                struct kd_message_view *out_message);
-
-// Serializes the reader's position (next unemitted offset per stream). On success writes a
-// view valid until the next call on `reader`. `commit` also commits the position for a
-// user-given group (pass false when saving after every element, e.g. symbolic checkpoints:
-// commits then follow the periodic interval).
-//
-// # Safety
-// `reader` must be a live reader not used concurrently; `out_state` must be writable.
-struct kd_error *kd_reader_save(struct kd_reader *reader, bool commit, struct kd_bytes *out_state);
-
-// Waits at most `max_wait_ms` for the next element, then takes up to `max_elements - 1` more
-// that are ready without waiting. On success writes `*out_status` and, for `KD_NEXT_ELEMENT`,
-// the batch size (1..=`max_elements`) to `*out_count`; read the elements with
-// [`kd_reader_batch_messages`] until the next call on `reader`. `max_elements` 0 is
-// InvalidArgument.
+// The one read call. Waits at most `max_wait_ms` for the next element, then takes up to
+// `max_elements - 1` more that are ready without waiting (`max_elements` 1 reads one
+// element). On success writes `*out_status` and, for `KD_NEXT_ELEMENT`, the batch size
+// (1..=`max_elements`) to `*out_count`; read the elements with [`kd_reader_batch_messages`]
+// until the next call on `reader`. After an error the reader may be called again.
+// `max_elements` 0 is InvalidArgument.
 //
 // # Safety
 // `reader` must be a live reader not used concurrently; the out-params must be writable.
@@ -224,6 +206,33 @@ struct kd_error *kd_reader_batch_messages(const struct kd_reader *reader,
                                           struct kd_message_view *out_messages,
                                           size_t count);
 
+// Serializes the reader's position (next unemitted offset per stream). On success writes a
+// view valid until the next call on `reader`. No side effects (TF may save after every
+// element); commit a position for a group with [`kd_reader_commit`].
+//
+// # Safety
+// `reader` must be a live reader not used concurrently; `out_state` must be writable.
+struct kd_error *kd_reader_save(struct kd_reader *reader, struct kd_bytes *out_state);
+
+// Commits the reader's current position (next unemitted offset per stream) for the dataset's
+// consumer group, asynchronously, so broker-side lag tools show it; a no-op without a group
+// or before the first element. Besides these explicit commits, a reader with a group commits
+// its emitted position periodically while reading.
+//
+// # Safety
+// `reader` must be a live reader not used concurrently.
+struct kd_error *kd_reader_commit(struct kd_reader *reader);
+
+// Checks a saved state against the dataset (FailedPrecondition naming the difference) and
+// moves the reader to it.
+//
+// # Safety
+// `reader` must be a live reader not used concurrently; `state` must point to `state_len`
+// readable bytes.
+struct kd_error *kd_reader_restore(struct kd_reader *reader,
+                                   const uint8_t *state,
+                                   size_t state_len);
+
 // Writes the number of streams (partitions being read) to `*out_count`.
 //
 // # Safety
@@ -238,16 +247,6 @@ struct kd_error *kd_reader_stream_position(const struct kd_reader *reader,
                                            size_t index,
                                            struct kd_stream_position *out_position);
 
-// Checks a saved state against the dataset (FailedPrecondition naming the difference) and
-// moves the reader to it.
-//
-// # Safety
-// `reader` must be a live reader not used concurrently; `state` must point to `state_len`
-// readable bytes.
-struct kd_error *kd_reader_restore(struct kd_reader *reader,
-                                   const uint8_t *state,
-                                   size_t state_len);
-
 // Frees a reader (closes its consumer). NULL is ignored.
 //
 // # Safety
@@ -255,8 +254,8 @@ struct kd_error *kd_reader_restore(struct kd_reader *reader,
 void kd_reader_free(struct kd_reader *reader);
 
 // Writes a snapshot of every live reader's counters and partition positions, as a JSON
-// document (see the README's "Observability"), to `*out_text` (a new text to free with
-// [`kd_text_free`]). Counters and positions are exact up to each reader's last emitted
+// document (see docs/operations.md, "Observability"), to `*out_text` (a new text to free with
+// [`super::kd_text_free`]). Counters and positions are exact up to each reader's last emitted
 // element; watermarks are the ones librdkafka saw when the reader last took fetched
 // messages; which partitions a reader has, and whether they finished, may lag by up to
 // 0.5 s of reading.

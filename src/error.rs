@@ -1,43 +1,9 @@
-//! Error kinds of the core, one per failure class, each mapping to one canonical status code.
+//! Error kinds of the core, one per failure class. The C ABI gives each its status code
+//! (`ffi::kd_code`).
 
 use std::fmt;
 
-/// Canonical status code (the numbering shared by gRPC and `absl::StatusCode`).
-///
-/// The core picks the code; the TensorFlow shim only translates the number.
-#[allow(non_camel_case_types)]
-#[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum kd_code {
-    /// Success (never carried by an error).
-    KD_CODE_OK = 0,
-    /// The operation was cancelled by the caller.
-    KD_CODE_CANCELLED = 1,
-    /// An error with no better class.
-    KD_CODE_UNKNOWN = 2,
-    /// Bad entry, bad config key or value, bad argument.
-    KD_CODE_INVALID_ARGUMENT = 3,
-    /// A deadline passed.
-    KD_CODE_DEADLINE_EXCEEDED = 4,
-    /// Unknown topic or partition.
-    KD_CODE_NOT_FOUND = 5,
-    /// Authorization failure.
-    KD_CODE_PERMISSION_DENIED = 7,
-    /// A checkpoint that does not belong to this dataset.
-    KD_CODE_FAILED_PRECONDITION = 9,
-    /// Normal end of data.
-    KD_CODE_OUT_OF_RANGE = 11,
-    /// A bug (for example a Rust panic caught at the C ABI).
-    KD_CODE_INTERNAL = 13,
-    /// Brokers unreachable past the deadline.
-    KD_CODE_UNAVAILABLE = 14,
-    /// Data the position needs was deleted (retention).
-    KD_CODE_DATA_LOSS = 15,
-    /// Authentication failure.
-    KD_CODE_UNAUTHENTICATED = 16,
-}
-
-/// Failure classes of the core. Each maps to exactly one [`kd_code`].
+/// Failure classes of the core. Each maps to exactly one status code (`ffi::kd_code`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ErrorKind {
     /// Malformed entry, config, or argument.
@@ -56,22 +22,6 @@ pub enum ErrorKind {
     FailedPrecondition,
     /// A bug; includes panics caught at the C ABI.
     Internal,
-}
-
-impl ErrorKind {
-    /// The status code for this kind.
-    pub fn code(self) -> kd_code {
-        match self {
-            ErrorKind::InvalidArgument => kd_code::KD_CODE_INVALID_ARGUMENT,
-            ErrorKind::NotFound => kd_code::KD_CODE_NOT_FOUND,
-            ErrorKind::Unavailable => kd_code::KD_CODE_UNAVAILABLE,
-            ErrorKind::Unauthenticated => kd_code::KD_CODE_UNAUTHENTICATED,
-            ErrorKind::PermissionDenied => kd_code::KD_CODE_PERMISSION_DENIED,
-            ErrorKind::DataLoss => kd_code::KD_CODE_DATA_LOSS,
-            ErrorKind::FailedPrecondition => kd_code::KD_CODE_FAILED_PRECONDITION,
-            ErrorKind::Internal => kd_code::KD_CODE_INTERNAL,
-        }
-    }
 }
 
 /// An error of the core: a kind and a message that names the bad item (never a secret).

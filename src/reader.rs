@@ -2,35 +2,33 @@
 //! time-ordered merge on top, and the position it saves and restores.
 
 use std::collections::VecDeque;
-use std::mem::ManuallyDrop;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
-use rdkafka::consumer::{BaseConsumer, Consumer as _};
+use rdkafka::consumer::Consumer as _;
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message as _;
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
 
+use crate::client::{
+    create_consumer, is_fatal, is_fatal_code, kafka_error, Consumer, LiveCluster, Rebalance,
+};
 use crate::config::ResetPolicy;
+use crate::cursor::{Action, Cursor};
 use crate::dataset::DatasetSpec;
 use crate::error::{Error, ErrorKind, Result};
 use crate::merge::{decide, Decision, Gate};
-use crate::queue::{
-    commit_within, main_queue_len, pending_errors, Notify, PartitionQueue, RawMessage,
-};
-use crate::spec::{resolve_streams, Cluster, Start, StreamSpec, UNLIMITED};
+use crate::queue::{commit_within, main_queue_len, Notify, PartitionQueue, RawMessage};
+use crate::spec::{resolve_streams, StreamSpec};
 use crate::state::{check_group_identity, check_identity, decode, encode, State, StreamState};
 use crate::stats::{self, Counters, LogSchedule, PartitionStats, Published, SharedPosition};
 
 mod group;
 
-use group::{Membership, ReaderContext};
-
-/// The consumer every reader (and its metadata probe) uses.
-type Consumer = BaseConsumer<ReaderContext>;
+use group::Membership;
 
 /// One element, held by the reader until the next call; its bytes stay in librdkafka's
 /// buffer (never copied in Rust).
@@ -100,12 +98,8 @@ impl Wake {
 }
 
 struct Stream {
-    spec: StreamSpec,
-    /// Index of the range being read.
-    range: usize,
-    /// Next offset not yet emitted.
-    next_offset: i64,
-    finished: bool,
+    /// The partition, its ranges and the position in them.
+    cursor: Cursor,
     /// Largest timestamp emitted (saved).
     emitted_time: i64,
     /// Largest timestamp fetched (gives messages without a timestamp their time).
@@ -129,16 +123,8 @@ struct Stream {
 
 impl Stream {
     fn from_state(state: StreamState) -> Self {
-        let range = state
-            .spec
-            .ranges
-            .iter()
-            .position(|r| !r.is_past(state.next_offset))
-            .unwrap_or(state.spec.ranges.len());
-        let mut stream = Stream {
-            range,
-            next_offset: state.next_offset,
-            finished: state.finished || range == state.spec.ranges.len(),
+        Stream {
+            cursor: Cursor::restore(state.spec, state.next_offset, state.finished),
             emitted_time: state.partition_time,
             fetched_time: state.partition_time,
             head: None,
@@ -148,50 +134,85 @@ impl Stream {
             committed: -1,
             skipped: 0,
             shared: Arc::new(SharedPosition::new(state.next_offset)),
-            spec: state.spec,
-        };
-        if let Some(r) = stream.spec.ranges.get(stream.range) {
-            stream.next_offset = stream.next_offset.max(r.start);
         }
-        stream
     }
 
-    /// The shared position, brought up to date (a restore or a skip moves `next_offset`
+    fn spec(&self) -> &StreamSpec {
+        self.cursor.spec()
+    }
+
+    fn next_offset(&self) -> i64 {
+        self.cursor.next_offset()
+    }
+
+    fn finished(&self) -> bool {
+        self.cursor.is_finished()
+    }
+
+    /// The shared position, brought up to date (a restore or a skip moves the position
     /// without an element).
     fn shared_position(&self) -> Arc<SharedPosition> {
         self.shared
             .next_offset
-            .store(self.next_offset, Ordering::Relaxed);
+            .store(self.next_offset(), Ordering::Relaxed);
         self.shared.clone()
     }
 
     fn gate(&self) -> Gate {
         Gate {
             head: self.head.as_ref().map(|m| (m.timestamp, m.offset)),
-            finished: self.finished,
+            finished: self.finished(),
             caught_up_since: self.caught_up_since,
         }
     }
 
-    /// Moves past the current range. Returns the offset to seek to, if the next range does not
-    /// start where the previous one ended; marks the stream finished after the last range.
-    fn advance_range(&mut self) -> Option<i64> {
-        self.range += 1;
-        match self.spec.ranges.get(self.range) {
-            Some(r) => {
-                let seek = (r.start > self.next_offset).then_some(r.start);
-                self.next_offset = self.next_offset.max(r.start);
-                seek
-            }
-            None => {
-                self.finished = true;
-                None
-            }
+    /// Starts fetching this partition from `consumer` at `from`: splits its queue from the
+    /// consumer's main queue (before it is assigned, so the fetcher never forwards its messages
+    /// there) and adds it to `assignment`. Shared by the first read and by group rebalances.
+    fn open(
+        &mut self,
+        consumer: &Consumer,
+        wake: &Arc<Wake>,
+        from: i64,
+        assignment: &mut TopicPartitionList,
+    ) -> Result<()> {
+        let spec = self.cursor.spec();
+        let queue = PartitionQueue::new(consumer, &spec.topic, spec.partition, wake.clone())
+            .ok_or_else(|| {
+                Error::new(ErrorKind::Internal, format!("no queue for {}", spec.name()))
+            })?;
+        assignment
+            .add_partition_offset(&spec.topic, spec.partition, Offset::Offset(from))
+            .map_err(|e| kafka_error(&spec.name(), &e))?;
+        self.queue = Some(queue);
+        Ok(())
+    }
+
+    /// Releases what belongs to the consumer: the head, fetched messages and the queue.
+    fn close(&mut self) {
+        self.head = None;
+        self.pending.clear();
+        self.queue = None;
+    }
+
+    /// The saved form of this stream.
+    fn state(&self) -> StreamState {
+        StreamState {
+            spec: self.spec().clone(),
+            next_offset: self.next_offset(),
+            finished: self.finished(),
+            partition_time: self.emitted_time,
         }
     }
 }
 
-/// One iterator's consumer and merge state. Not thread-safe; the caller serializes calls.
+/// One iterator: its position (the streams' cursors, saved and restored) and, once it reads,
+/// its connection (one consumer, a queue per partition) and the merge. Not thread-safe; the
+/// caller serializes calls.
+///
+/// Position apart from connection: [`Reader::new`] resolves the streams (errors such as an
+/// unknown topic surface there) without keeping a consumer; the consumer is created by the
+/// first read, and [`Reader::restore`] only replaces the position.
 pub struct Reader {
     spec: DatasetSpec,
     streams: Vec<Stream>,
@@ -199,9 +220,9 @@ pub struct Reader {
     current: Option<Message>,
     /// The elements of the last batch (reused: no allocation per batch).
     batch: Vec<Message>,
-    // Taken in `Drop`, so the close thread holds the only reference. Declared after the
-    // fields holding messages and queues, which must go before the consumer they belong to.
-    consumer: ManuallyDrop<Arc<Consumer>>,
+    /// None until the first read. Taken when disconnecting, after every message and queue
+    /// that belongs to it was released.
+    consumer: Option<Consumer>,
     wake: Arc<Wake>,
     last_emitted_time: i64,
     /// The counters, and the partitions as published for readers of the stats.
@@ -231,286 +252,21 @@ struct Commits {
     due: Instant,
 }
 
-fn kafka_error(context: &str, err: &KafkaError) -> Error {
-    let kind = match err.rdkafka_error_code() {
-        Some(RDKafkaErrorCode::UnknownTopicOrPartition)
-        | Some(RDKafkaErrorCode::UnknownTopic)
-        | Some(RDKafkaErrorCode::UnknownPartition) => ErrorKind::NotFound,
-        Some(RDKafkaErrorCode::TopicAuthorizationFailed)
-        | Some(RDKafkaErrorCode::GroupAuthorizationFailed)
-        | Some(RDKafkaErrorCode::ClusterAuthorizationFailed) => ErrorKind::PermissionDenied,
-        Some(RDKafkaErrorCode::Authentication)
-        | Some(RDKafkaErrorCode::SaslAuthenticationFailed)
-        | Some(RDKafkaErrorCode::SSL) => ErrorKind::Unauthenticated,
-        Some(RDKafkaErrorCode::RequestTimedOut)
-        | Some(RDKafkaErrorCode::NetworkException)
-        | Some(RDKafkaErrorCode::LeaderNotAvailable)
-        | Some(RDKafkaErrorCode::NotLeaderForPartition)
-        | Some(RDKafkaErrorCode::CoordinatorNotAvailable)
-        | Some(RDKafkaErrorCode::OperationTimedOut)
-        | Some(RDKafkaErrorCode::AllBrokersDown)
-        | Some(RDKafkaErrorCode::BrokerTransportFailure)
-        | Some(RDKafkaErrorCode::Resolve) => ErrorKind::Unavailable,
-        _ => ErrorKind::Internal,
-    };
-    let what = match err.rdkafka_error_code() {
-        Some(code) => code.to_string(),
-        None => err.to_string(),
-    };
-    Error::new(kind, format!("{context}: {what}"))
-}
-
-/// Whether a consumption error ends the read (otherwise librdkafka retries by itself).
-fn is_fatal(err: &KafkaError) -> bool {
-    is_fatal_code(err.rdkafka_error_code()) || matches!(err, KafkaError::MessageConsumptionFatal(_))
-}
-
-/// Whether an error code ends the read (otherwise librdkafka retries by itself).
-fn is_fatal_code(code: Option<RDKafkaErrorCode>) -> bool {
-    matches!(
-        code,
-        Some(RDKafkaErrorCode::UnknownTopicOrPartition)
-            | Some(RDKafkaErrorCode::UnknownTopic)
-            | Some(RDKafkaErrorCode::UnknownPartition)
-            | Some(RDKafkaErrorCode::TopicAuthorizationFailed)
-            | Some(RDKafkaErrorCode::GroupAuthorizationFailed)
-            | Some(RDKafkaErrorCode::ClusterAuthorizationFailed)
-            | Some(RDKafkaErrorCode::Authentication)
-            | Some(RDKafkaErrorCode::SaslAuthenticationFailed)
-            | Some(RDKafkaErrorCode::AutoOffsetReset)
-            | Some(RDKafkaErrorCode::Fatal)
-    )
-}
-
-/// Creates a consumer; `with_group` sets `group.id` (needed to assign and to commit; a
-/// metadata-only probe goes without, so it closes at once), `wake` is notified when its main
-/// queue becomes non-empty.
-fn create_consumer(
-    spec: &DatasetSpec,
-    streams: usize,
-    with_group: bool,
-    wake: Option<Arc<Wake>>,
-) -> Result<Consumer> {
-    let mut config = spec.settings.client_config(streams, with_group)?;
-    if spec.subscribe {
-        // The reader acts on rebalances incrementally (group.rs).
-        config.set("partition.assignment.strategy", "cooperative-sticky");
-    }
-    let mut consumer: Consumer = config
-        .create_with_context(ReaderContext::default())
-        .map_err(|e| match e {
-            // The configuration was validated when the dataset was built; what is left is, e.g., an
-            // unreadable certificate file. librdkafka's text names the property, not secret values.
-            KafkaError::ClientCreation(why) => {
-                Error::invalid(format!("cannot create the Kafka consumer: {why}"))
-            }
-            KafkaError::ClientConfig(_, _, key, _) => {
-                Error::invalid(format!("config \"{key}\": rejected by librdkafka"))
-            }
-            other => kafka_error("cannot create the Kafka consumer", &other),
-        })?;
-    if let Some(wake) = wake {
-        consumer.set_nonempty_callback(move || {
-            wake.main_ready.store(true, Ordering::Relaxed);
-            wake.notify();
-        });
-    }
-    Ok(consumer)
-}
-
-/// Runs `request` (given how long it may wait) until it succeeds, fails for good, or
-/// `deadline` has passed: Unavailable errors (a leader moving, a broker restarting, a request
-/// timing out) are retried with a growing pause first (DESIGN §2.7). Each attempt may wait
-/// a growing slice of the time left, so that a cause found between attempts (an
-/// authentication failure, which librdkafka reports beside the request, not to it) ends the
-/// wait early.
-fn with_retries<T>(
-    deadline: Duration,
-    mut request: impl FnMut(Duration) -> Result<T>,
-) -> Result<T> {
-    let start = Instant::now();
-    let mut pause = Duration::from_millis(50);
-    let mut slice = Duration::from_secs(1);
-    loop {
-        let left = deadline.saturating_sub(start.elapsed());
-        match request(left.min(slice).max(Duration::from_millis(1))) {
-            Err(e) if e.kind == ErrorKind::Unavailable && start.elapsed() + pause < deadline => {
-                std::thread::sleep(pause);
-                pause = (pause * 2).min(Duration::from_secs(1));
-                slice = (slice * 2).min(Duration::from_secs(8));
-            }
-            result => return result,
-        }
-    }
-}
-
-/// Resolution against the live cluster through a short-lived consumer.
-struct LiveCluster<'a> {
-    consumer: &'a Consumer,
-    deadline: Duration,
-    /// The user's consumer group ("" without one), named by an authorization failure.
-    group: &'a str,
-    /// The bootstrap servers, named when none answers.
-    servers: &'a str,
-}
-
-impl LiveCluster<'_> {
-    /// The reason a request failed when librdkafka reports it beside the request, on the
-    /// client's queue, instead of to it: an authentication failure (SASL, an untrusted
-    /// certificate) shows as a transport error, a group the ACLs deny as a timeout.
-    fn cause_on_queue(&self) -> Option<Error> {
-        let context = self.consumer.context();
-        for (cause, reason) in pending_errors(self.consumer, || context.take_last_error()) {
-            let code = cause.rdkafka_error_code();
-            let what = if code == Some(RDKafkaErrorCode::GroupAuthorizationFailed) {
-                format!("consumer group \"{}\"", self.group)
-            } else {
-                "connecting to the brokers".to_string()
-            };
-            let mut err = kafka_error(&what, &cause);
-            match err.kind {
-                ErrorKind::Unauthenticated => {
-                    // librdkafka's text says why a TLS handshake failed (OpenSSL's reason, the
-                    // broker). Only for TLS: a SASL failure's text may quote configuration (an
-                    // unparsable sasl.oauthbearer.config is echoed).
-                    if code == Some(RDKafkaErrorCode::SSL) {
-                        if let Some(reason) = reason {
-                            err.message = format!("{}: {reason}", err.message);
-                        }
-                    }
-                    return Some(err);
-                }
-                ErrorKind::PermissionDenied => return Some(err),
-                _ => {}
-            }
-        }
-        None
-    }
-
-    fn partition_count_once(&self, topic: &str, wait: Duration) -> Result<i32> {
-        let metadata = self
-            .consumer
-            .fetch_metadata(Some(topic), wait)
-            .map_err(|e| {
-                // An authentication failure (SASL, an untrusted certificate) only shows as a
-                // transport error here; the real cause waits on the client's main queue.
-                if let Some(cause) = self.cause_on_queue() {
-                    return cause;
-                }
-                let mut err = kafka_error(&format!("metadata for topic \"{topic}\""), &e);
-                if err.kind == ErrorKind::Unavailable {
-                    err.message = format!(
-                        "brokers unreachable ({}): no metadata for topic \"{topic}\" within {} ms ({})",
-                        self.servers,
-                        self.deadline.as_millis(),
-                        err.message
-                    );
-                }
-                err
-            })?;
-        let Some(t) = metadata.topics().iter().find(|t| t.name() == topic) else {
-            return Err(Error::new(
-                ErrorKind::NotFound,
-                format!("topic \"{topic}\" does not exist"),
-            ));
-        };
-        if let Some(err) = t.error() {
-            let code = RDKafkaErrorCode::from(err);
-            let mut e = kafka_error(
-                &format!("topic \"{topic}\""),
-                &KafkaError::MetadataFetch(code),
-            );
-            if e.kind == ErrorKind::NotFound {
-                e.message = format!("topic \"{topic}\" does not exist");
-            }
-            return Err(e);
-        }
-        if t.partitions().is_empty() {
-            return Err(Error::new(
-                ErrorKind::NotFound,
-                format!("topic \"{topic}\" does not exist (no partitions)"),
-            ));
-        }
-        Ok(t.partitions().len() as i32)
-    }
-
-    fn resolve_start_once(
-        &self,
-        topic: &str,
-        partition: i32,
-        start: Start,
-        wait: Duration,
-    ) -> Result<i64> {
-        let name = format!("{topic}:{partition}");
-        let watermarks = |c: &Consumer| {
-            c.fetch_watermarks(topic, partition, wait)
-                .map_err(|e| kafka_error(&format!("watermarks of {name}"), &e))
-        };
-        match start {
-            Start::Offset(o) => Ok(o),
-            Start::Beginning => Ok(watermarks(self.consumer)?.0),
-            Start::End => Ok(watermarks(self.consumer)?.1),
-            Start::Stored => {
-                let mut tpl = TopicPartitionList::new();
-                tpl.add_partition(topic, partition);
-                let committed = self.consumer.committed_offsets(tpl, wait).map_err(|e| {
-                    self.cause_on_queue()
-                        .unwrap_or_else(|| kafka_error(&format!("committed offset of {name}"), &e))
-                })?;
-                match committed
-                    .find_partition(topic, partition)
-                    .map(|e| e.offset())
-                {
-                    Some(Offset::Offset(o)) if o >= 0 => Ok(o),
-                    // Nothing committed yet: start at the log start.
-                    _ => Ok(watermarks(self.consumer)?.0),
-                }
-            }
-            Start::Timestamp(ms) => {
-                let mut tpl = TopicPartitionList::new();
-                tpl.add_partition_offset(topic, partition, Offset::Offset(ms))
-                    .map_err(|e| kafka_error(&name, &e))?;
-                let found = self
-                    .consumer
-                    .offsets_for_times(tpl, wait)
-                    .map_err(|e| kafka_error(&format!("offsets for time @{ms} of {name}"), &e))?;
-                let element = found.find_partition(topic, partition);
-                match element.map(|e| (e.offset(), e.error())) {
-                    Some((_, Err(e))) => Err(kafka_error(
-                        &format!("offsets for time @{ms} of {name}"),
-                        &e,
-                    )),
-                    Some((Offset::Offset(o), Ok(()))) if o >= 0 => Ok(o),
-                    // No message at or after the time: start at the end of the log.
-                    _ => Ok(watermarks(self.consumer)?.1),
-                }
-            }
-        }
-    }
-}
-
-impl Cluster for LiveCluster<'_> {
-    fn partition_count(&mut self, topic: &str) -> Result<i32> {
-        with_retries(self.deadline, |wait| self.partition_count_once(topic, wait))
-    }
-
-    fn resolve_start(&mut self, topic: &str, partition: i32, start: Start, _: i64) -> Result<i64> {
-        with_retries(self.deadline, |wait| {
-            self.resolve_start_once(topic, partition, start, wait)
-        })
-    }
-}
-
 impl Reader {
-    /// Connects, resolves the dataset's entries into streams and starts reading at their
-    /// start offsets. A group member (`subscribe`) only checks that its topics exist: the
-    /// group assigns its partitions on the first read.
+    /// Resolves the dataset's entries into streams against the cluster (through a short-lived
+    /// probe consumer) and positions each at its start offset. Nothing is fetched until the
+    /// first read. A group member (`subscribe`) only checks that its topics exist: the group
+    /// assigns its partitions once it reads.
     pub fn new(spec: &DatasetSpec) -> Result<Self> {
         let resolved = {
             // Only the `stored` start needs the group (committed offsets); without it the probe
             // closes at once.
-            let probe =
-                create_consumer(spec, spec.entries.len(), spec.uses_stored_offsets(), None)?;
+            let probe = create_consumer(
+                spec,
+                spec.entries.len(),
+                spec.uses_stored_offsets(),
+                None::<fn()>,
+            )?;
             let mut cluster = LiveCluster {
                 consumer: &probe,
                 deadline: spec.metadata_deadline(),
@@ -533,64 +289,11 @@ impl Reader {
                 })
                 .collect()
         };
-        let state = State {
-            group: spec.subscribe.then(|| spec.settings.group.clone()),
-            assignment: spec.assignment,
-            partitions: resolved.partitions,
-            streams,
-        };
-        Self::start(spec.clone(), state)
-    }
-
-    fn start(spec: DatasetSpec, state: State) -> Result<Self> {
-        let wake = Arc::new(Wake::default());
-        let partitions = state.partitions;
-        let (mut streams, group) = if spec.subscribe {
-            let topics = spec.entries.iter().map(|e| e.topic.clone()).collect();
-            (Vec::new(), Some(Membership::new(topics, state.streams)))
-        } else {
-            let streams: Vec<Stream> = state.streams.into_iter().map(Stream::from_state).collect();
-            (streams, None)
-        };
-        // A member shares the budget as if it owned every subscribed partition.
-        let budget_share = streams.len().max(partitions.len());
-        let consumer = Arc::new(create_consumer(
-            &spec,
-            budget_share,
-            true,
-            Some(wake.clone()),
-        )?);
-        // Split each partition's queue before assigning, so the fetcher never forwards its
-        // messages to the consumer's main queue.
-        let mut assignment = TopicPartitionList::new();
-        for s in streams.iter_mut().filter(|s| !s.finished) {
-            let queue =
-                PartitionQueue::new(&consumer, &s.spec.topic, s.spec.partition, wake.clone())
-                    .ok_or_else(|| {
-                        Error::new(
-                            ErrorKind::Internal,
-                            format!("no queue for {}", s.spec.name()),
-                        )
-                    })?;
-            s.queue = Some(queue);
-            assignment
-                .add_partition_offset(
-                    &s.spec.topic,
-                    s.spec.partition,
-                    Offset::Offset(s.next_offset),
-                )
-                .map_err(|e| kafka_error(&s.spec.name(), &e))?;
-        }
-        if group.is_none() {
-            consumer
-                .assign(&assignment)
-                .map_err(|e| kafka_error("assigning partitions", &e))?;
-        }
-        Ok(Reader {
-            gates: Vec::with_capacity(streams.len()),
-            streams,
-            consumer: ManuallyDrop::new(consumer),
-            wake,
+        let mut reader = Reader {
+            gates: Vec::new(),
+            streams: Vec::new(),
+            consumer: None,
+            wake: Arc::new(Wake::default()),
             current: None,
             batch: Vec::new(),
             last_emitted_time: i64::MIN,
@@ -601,16 +304,77 @@ impl Reader {
             partitions_due: Instant::now(),
             log: LogSchedule::from_env(),
             saved: Vec::new(),
-            partitions,
+            partitions: Vec::new(),
             clock: Instant::now(),
             fast_steps: 0,
             commits: (!spec.settings.group.is_empty()).then(|| Commits {
                 interval: spec.commit_interval(),
                 due: Instant::now() + spec.commit_interval(),
             }),
-            group,
-            spec,
-        })
+            group: None,
+            spec: spec.clone(),
+        };
+        reader.set_position(State {
+            group: spec.subscribe.then(|| spec.settings.group.clone()),
+            assignment: spec.assignment,
+            partitions: resolved.partitions,
+            streams,
+        });
+        Ok(reader)
+    }
+
+    /// Makes `state` the position (the reader is not connected).
+    fn set_position(&mut self, state: State) {
+        self.partitions = state.partitions;
+        if self.spec.subscribe {
+            let topics = self.spec.entries.iter().map(|e| e.topic.clone()).collect();
+            self.streams = Vec::new();
+            self.group = Some(Membership::new(topics, state.streams));
+        } else {
+            self.streams = state.streams.into_iter().map(Stream::from_state).collect();
+        }
+        self.gates = Vec::with_capacity(self.streams.len());
+        self.last_emitted_time = i64::MIN;
+    }
+
+    /// Creates the consumer and starts fetching every unfinished stream at its position (a
+    /// group member joins its group). Called by the first read.
+    fn connect(&mut self) -> Result<()> {
+        // A member shares the budget as if it owned every subscribed partition.
+        let budget_share = self.streams.len().max(self.partitions.len());
+        let on_main_queue = {
+            let wake = self.wake.clone();
+            move || {
+                wake.main_ready.store(true, Ordering::Relaxed);
+                wake.notify();
+            }
+        };
+        let consumer = create_consumer(&self.spec, budget_share, true, Some(on_main_queue))?;
+        let mut assignment = TopicPartitionList::new();
+        for stream in &mut self.streams {
+            if let Some(from) = stream.cursor.fetch_from() {
+                stream.open(&consumer, &self.wake, from, &mut assignment)?;
+            }
+        }
+        if let Some(group) = &self.group {
+            let topics: Vec<&str> = group.topics().iter().map(String::as_str).collect();
+            consumer
+                .subscribe(&topics)
+                .map_err(|e| kafka_error("subscribing to the topics", &e))?;
+        } else {
+            consumer
+                .assign(&assignment)
+                .map_err(|e| kafka_error("assigning partitions", &e))?;
+        }
+        self.consumer = Some(consumer);
+        Ok(())
+    }
+
+    /// The consumer of a connected reader.
+    fn consumer(&self) -> &Consumer {
+        self.consumer
+            .as_ref()
+            .expect("only a connected reader fetches, seeks or commits")
     }
 
     /// Elements emitted after an idle partition was passed over that were older than the
@@ -635,10 +399,10 @@ impl Reader {
             self.published.set_partitions(|partitions| {
                 partitions.clear();
                 partitions.extend(streams.iter().map(|s| PartitionStats {
-                    topic: s.spec.topic.clone(),
-                    partition: s.spec.partition,
+                    topic: s.spec().topic.clone(),
+                    partition: s.spec().partition,
                     position: s.shared_position(),
-                    finished: s.finished,
+                    finished: s.finished(),
                     skipped: s.skipped,
                 }));
             });
@@ -674,11 +438,16 @@ impl Reader {
 
     /// The elements of the last [`Reader::next_batch`], with their streams.
     pub fn batch(&self) -> impl ExactSizeIterator<Item = (&Message, &StreamSpec)> {
-        self.batch.iter().map(|m| (m, &self.streams[m.stream].spec))
+        self.batch
+            .iter()
+            .map(|m| (m, self.streams[m.stream].spec()))
     }
 
     /// Waits at most `max_wait` for the next element in merge order.
     pub fn next(&mut self, max_wait: Duration) -> Result<Next> {
+        if self.consumer.is_none() {
+            self.connect()?;
+        }
         // Fast path while elements are ready: neither the clock nor the main queue per
         // element (both showed up in profiles). A stale clock only delays passing over an idle
         // stream, and a Wait re-decides below with a fresh one.
@@ -747,11 +516,11 @@ impl Reader {
             .head
             .take()
             .expect("the merge emits only buffered heads");
-        stream.next_offset = message.offset + 1;
+        let action = stream.cursor.emitted(message.offset);
         stream
             .shared
             .next_offset
-            .store(stream.next_offset, Ordering::Relaxed);
+            .store(stream.next_offset(), Ordering::Relaxed);
         stream.emitted_time = stream.emitted_time.max(message.timestamp);
         let raw = &message.raw;
         let bytes = raw.payload().map_or(0, <[u8]>::len) + raw.key().map_or(0, <[u8]>::len);
@@ -759,24 +528,34 @@ impl Reader {
         self.published
             .count_element(bytes as u64, passed_idle, late);
         self.last_emitted_time = self.last_emitted_time.max(message.timestamp);
-        if stream.spec.ranges[stream.range].is_past(stream.next_offset) {
-            self.finish_range(index);
-        }
+        self.act(index, action);
         // Replacing the previous element hands its buffer back to librdkafka.
         self.current = Some(message);
     }
 
     /// Commits (asynchronously) the next unemitted offset of every stream that moved since the
-    /// last commit, or of every stream when `all` (so a failed commit is retried on save and
-    /// close). A no-op without a user-given group.
+    /// last commit, or of every stream when `all` (so a failed commit is retried on the next
+    /// explicit commit and on close). A no-op without a user-given group, or before the first
+    /// read (nothing was emitted).
     fn commit(&mut self, all: bool) {
+        if self.consumer.is_none() {
+            return;
+        }
         if let Some(positions) = self.uncommitted(all) {
             // Best effort: a failed commit only delays what lag tools show; the position that
             // matters is the one in the checkpoint.
             let _ = self
-                .consumer
+                .consumer()
                 .commit(&positions, rdkafka::consumer::CommitMode::Async);
         }
+    }
+
+    /// Commits the current position of every stream for a user-given group (asynchronously;
+    /// a no-op without one), so broker-side lag shows it. Apart from [`Reader::save`], which
+    /// has no side effects: TF may save after every element, while commits are for
+    /// checkpoints a user keeps.
+    pub fn commit_position(&mut self) {
+        self.commit(true);
     }
 
     /// The positions a commit should carry (see [`Reader::commit`]), marked as committed; none
@@ -795,16 +574,13 @@ impl Reader {
         commits.due = Instant::now() + commits.interval;
         let mut tpl = TopicPartitionList::new();
         for stream in self.streams.iter_mut().filter(|s| which(s)) {
-            if (all || stream.next_offset != stream.committed)
+            let (spec, next_offset) = (stream.cursor.spec(), stream.next_offset());
+            if (all || next_offset != stream.committed)
                 && tpl
-                    .add_partition_offset(
-                        &stream.spec.topic,
-                        stream.spec.partition,
-                        Offset::Offset(stream.next_offset),
-                    )
+                    .add_partition_offset(&spec.topic, spec.partition, Offset::Offset(next_offset))
                     .is_ok()
             {
-                stream.committed = stream.next_offset;
+                stream.committed = next_offset;
             }
         }
         (tpl.count() > 0).then_some(tpl)
@@ -814,30 +590,26 @@ impl Reader {
     /// (at most [`CLOSE_WAIT`]): before partitions go to another owner or the reader goes away.
     /// A no-op without a user-given group.
     fn commit_and_wait(&mut self, which: impl Fn(&Stream) -> bool) {
+        if self.consumer.is_none() {
+            return;
+        }
         if let Some(positions) = self.uncommitted_of(true, which) {
-            commit_within(&self.consumer, &positions, CLOSE_WAIT);
+            commit_within(self.consumer(), &positions, CLOSE_WAIT);
         }
     }
 
-    /// Moves a stream past its current range: seeks over a gap, or stops fetching after the
-    /// last range.
-    fn finish_range(&mut self, index: usize) {
-        let seek = self.streams[index].advance_range();
-        self.after_accept(index, seek);
-    }
-
     fn stop_fetching(&mut self, index: usize) {
-        let spec = &self.streams[index].spec;
+        let spec = self.streams[index].spec();
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition(&spec.topic, spec.partition);
         // Best effort: a finished stream's queue is never polled again anyway.
-        let _ = self.consumer.pause(&tpl);
+        let _ = self.consumer().pause(&tpl);
     }
 
     fn serve_main_queue(&mut self) -> Result<()> {
         self.wake.main_ready.store(false, Ordering::Relaxed);
         let anonymous = self.commits.is_none();
-        while let Some(event) = self.consumer.poll(Duration::ZERO) {
+        while let Some(event) = self.consumer().poll(Duration::ZERO) {
             match event {
                 // Each partition has its own queue; a message here would be lost to the merge.
                 Ok(message) => {
@@ -867,7 +639,7 @@ impl Reader {
         }
         // `poll` also returns nothing after serving a rebalance or commit event: what is
         // left is served on the next call (the callback only fires when the queue was empty).
-        if main_queue_len(&self.consumer) > 0 {
+        if main_queue_len(self.consumer()) > 0 {
             self.wake.main_ready.store(true, Ordering::Relaxed);
         }
         self.serve_group()
@@ -879,7 +651,7 @@ impl Reader {
         for i in 0..self.streams.len() {
             loop {
                 let stream = &mut self.streams[i];
-                if stream.finished || stream.head.is_some() {
+                if stream.finished() || stream.head.is_some() {
                     break;
                 }
                 let Some(message) = stream.pending.pop_front() else {
@@ -893,39 +665,22 @@ impl Reader {
                         _ => break,
                     }
                 };
-                let seek = match message.error() {
+                let action = match message.error() {
                     None => Self::accept(stream, i, message),
                     Some(RDKafkaErrorCode::PartitionEOF) => {
-                        Self::at_end_of_log(stream, message.offset(), self.spec.eof)
+                        stream.caught_up_since.get_or_insert_with(Instant::now);
+                        stream.cursor.end_of_log(message.offset(), self.spec.eof)
                     }
-                    Some(code) if is_fatal_code(Some(code)) => {
+                    Some(code) if is_fatal_code(code) => {
                         self.consumption_error(i, &KafkaError::MessageConsumption(code))?;
-                        None
+                        Action::Continue
                     }
-                    Some(_) => None, // transient: librdkafka retries by itself
+                    Some(_) => Action::Continue, // transient: librdkafka retries by itself
                 };
-                self.after_accept(i, seek);
+                self.act(i, action);
             }
         }
         Ok(())
-    }
-
-    /// The stream has read everything the log holds below `end`. With `eof` it is finished;
-    /// otherwise it is caught up (idle), and a bounded range whose remaining offsets all lie
-    /// below `end` is complete even though its last offset never arrived (a compacted record
-    /// or a transaction marker). Returns where to seek for the next range, if anywhere.
-    fn at_end_of_log(stream: &mut Stream, end: i64, eof: bool) -> Option<i64> {
-        if eof {
-            stream.finished = true;
-            return None;
-        }
-        stream.caught_up_since.get_or_insert_with(Instant::now);
-        let mut seek = None;
-        // Every offset below `end` was delivered or does not exist.
-        while !stream.finished && stream.spec.ranges[stream.range].is_past(end) {
-            seek = stream.advance_range().or(seek);
-        }
-        seek
     }
 
     /// Handles a fatal consumption error of stream `index`. The broker refusing the position
@@ -934,21 +689,21 @@ impl Reader {
     /// asks for offsets that do not exist yet: InvalidArgument.
     fn consumption_error(&mut self, index: usize, e: &KafkaError) -> Result<()> {
         let stream = &self.streams[index];
-        let (name, offset) = (stream.spec.name(), stream.next_offset);
+        let (name, offset) = (stream.spec().name(), stream.next_offset());
         if e.rdkafka_error_code() != Some(RDKafkaErrorCode::AutoOffsetReset) {
             return Err(kafka_error(&name, e));
         }
         // Read once: a `${file:}` reference is a file read.
         let policy = self.spec.settings.reset_policy();
-        let watermarks = self.consumer.fetch_watermarks(
-            &stream.spec.topic,
-            stream.spec.partition,
+        let watermarks = self.consumer().fetch_watermarks(
+            &stream.spec().topic,
+            stream.spec().partition,
             Duration::from_secs(5),
         );
         match watermarks {
             Ok((_, high)) if offset >= high && self.spec.eof => {
-                self.streams[index].finished = true;
-                self.stop_fetching(index);
+                self.streams[index].cursor.finish();
+                self.act(index, Action::Finished);
                 Ok(())
             }
             Ok((_, high)) if offset >= high => Err(Error::invalid(format!(
@@ -982,130 +737,92 @@ impl Reader {
             high
         };
         let stream = &mut self.streams[index];
-        let from = stream.next_offset;
-        let skipped: i64 = stream.spec.ranges[stream.range..]
-            .iter()
-            .map(|r| {
-                let end = if r.last == UNLIMITED {
-                    target
-                } else {
-                    target.min(r.last + 1)
-                };
-                (end - from.max(r.start)).max(0)
-            })
-            .sum();
-        let skipped = skipped as u64;
+        let from = stream.next_offset();
+        let (skipped, action) = stream.cursor.skip_to(target);
         stream.skipped += skipped;
         self.published.count_skipped(skipped);
-        stream.next_offset = stream.next_offset.max(target);
-        while !stream.finished && stream.spec.ranges[stream.range].is_past(stream.next_offset) {
-            stream.advance_range();
-        }
         stream.head = None;
         stream.pending.clear();
         eprintln!(
             "kafka-dataset: {}: offsets from {from} are no longer in the log (it holds {low}..{high}); auto.offset.reset={} continues at {}, skipping {skipped} offsets",
-            stream.spec.name(),
+            stream.spec().name(),
             if policy == ResetPolicy::Earliest { "earliest" } else { "latest" },
-            stream.next_offset,
+            stream.next_offset(),
         );
-        if stream.finished {
-            self.stop_fetching(index);
-        } else {
+        if let Action::Seek(position) = action {
             // librdkafka stopped this partition's fetcher on the error, and a seek needs a
             // running one: assign the partition again at the new position. Best effort: were
             // it to fail, the read waits (and the stats show the lag) instead of losing more.
+            let spec = self.streams[index].spec();
+            let consumer = self.consumer.as_ref().expect("connected");
             let mut tpl = TopicPartitionList::new();
-            tpl.add_partition(&stream.spec.topic, stream.spec.partition);
-            let _ = self.consumer.incremental_unassign(&tpl);
+            tpl.add_partition(&spec.topic, spec.partition);
+            let _ = consumer.incremental_unassign(&tpl);
             let mut tpl = TopicPartitionList::new();
             if tpl
-                .add_partition_offset(
-                    &stream.spec.topic,
-                    stream.spec.partition,
-                    Offset::Offset(stream.next_offset),
-                )
+                .add_partition_offset(&spec.topic, spec.partition, Offset::Offset(position))
                 .is_ok()
             {
-                let _ = self.consumer.incremental_assign(&tpl);
+                let _ = consumer.incremental_assign(&tpl);
             }
+        } else {
+            self.act(index, action);
         }
     }
 
-    /// Takes a fetched message into stream `index`: buffers it as the head, or drops it when
-    /// it is stale (before the position). A message past the current range moves the stream to
-    /// its next range first (offsets may have gaps: compaction, transaction markers); the
-    /// returned offset is where to seek when the message falls before that range.
-    fn accept(stream: &mut Stream, index: usize, message: RawMessage) -> Option<i64> {
+    /// Takes a fetched message into stream `index`: buffers it as the head when the cursor
+    /// says it is the next element; otherwise returns what the cursor asks for (dropping a
+    /// stale message, a seek over a gap, the end of the read).
+    fn accept(stream: &mut Stream, index: usize, message: RawMessage) -> Action {
         let offset = message.offset();
-        loop {
-            if stream.finished || offset < stream.next_offset {
-                return None;
-            }
-            let range = stream.spec.ranges[stream.range];
-            if range.is_past(offset) {
-                stream.advance_range();
-                let next = stream.spec.ranges.get(stream.range);
-                if let Some(r) = next.filter(|r| offset < r.start) {
-                    return Some(r.start);
-                }
-                continue;
-            }
-            if offset < range.start {
-                return None;
-            }
-            let timestamp = match message.timestamp() {
-                ts if ts >= 0 => ts,
-                _ => stream.fetched_time,
-            };
-            stream.fetched_time = stream.fetched_time.max(timestamp);
-            stream.caught_up_since = None;
-            stream.head = Some(Message {
-                stream: index,
-                offset,
-                timestamp,
-                raw: message,
-            });
-            return None;
+        match stream.cursor.offer(offset) {
+            Action::Deliver => {}
+            other => return other,
         }
+        let timestamp = match message.timestamp() {
+            ts if ts >= 0 => ts,
+            _ => stream.fetched_time,
+        };
+        stream.fetched_time = stream.fetched_time.max(timestamp);
+        stream.caught_up_since = None;
+        stream.head = Some(Message {
+            stream: index,
+            offset,
+            timestamp,
+            raw: message,
+        });
+        Action::Continue
     }
 
-    /// Acts on what taking a message asked for: a seek over a gap, or stopping a finished
-    /// stream's fetcher.
-    fn after_accept(&mut self, index: usize, seek: Option<i64>) {
-        if self.streams[index].finished {
-            self.streams[index].pending.clear();
-            self.stop_fetching(index);
-        } else if let Some(offset) = seek {
-            // Taken before the seek: what lies below `offset` is skipped; what lies at or past
-            // it stays (were the seek to fail, the fetcher would continue after it), and the
-            // refetched copies fall below `next_offset` and are dropped.
-            self.streams[index].pending.retain(|m| m.offset() >= offset);
-            let spec = &self.streams[index].spec;
-            let _ = self.consumer.seek(
-                &spec.topic,
-                spec.partition,
-                Offset::Offset(offset),
-                Duration::ZERO,
-            );
+    /// Carries out what the cursor of stream `index` asked for: a seek over a gap, or
+    /// stopping a finished stream's fetcher.
+    fn act(&mut self, index: usize, action: Action) {
+        match action {
+            Action::Finished => {
+                self.streams[index].pending.clear();
+                self.stop_fetching(index);
+            }
+            Action::Seek(offset) => {
+                // Taken before the seek: what lies below `offset` is skipped; what lies at or
+                // past it stays (were the seek to fail, the fetcher would continue after it),
+                // and the refetched copies fall below the position and are dropped.
+                self.streams[index].pending.retain(|m| m.offset() >= offset);
+                let spec = self.streams[index].spec();
+                let _ = self.consumer().seek(
+                    &spec.topic,
+                    spec.partition,
+                    Offset::Offset(offset),
+                    Duration::ZERO,
+                );
+            }
+            Action::Deliver | Action::Continue => {}
         }
     }
 
     /// The current position: next unemitted offset per stream (buffered messages are not
-    /// consumed). Valid until the next call.
-    ///
-    /// `commit` also commits the position for a user-given group; without it the commit
-    /// happens only when the periodic interval is due (TF may save after every element).
-    pub fn save(&mut self, commit: bool) -> &[u8] {
-        if commit {
-            self.commit(true);
-        } else if self
-            .commits
-            .as_ref()
-            .is_some_and(|c| Instant::now() >= c.due)
-        {
-            self.commit(false);
-        }
+    /// consumed). Valid until the next call. No side effects: group commits go through
+    /// [`Reader::commit_position`].
+    pub fn save(&mut self) -> &[u8] {
         let state = State {
             group: self
                 .group
@@ -1113,23 +830,16 @@ impl Reader {
                 .then(|| self.spec.settings.group.clone()),
             assignment: self.spec.assignment,
             partitions: self.partitions.clone(),
-            streams: self
-                .streams
-                .iter()
-                .map(|s| StreamState {
-                    spec: s.spec.clone(),
-                    next_offset: s.next_offset,
-                    finished: s.finished,
-                    partition_time: s.emitted_time,
-                })
-                .collect(),
+            streams: self.streams.iter().map(Stream::state).collect(),
         };
         self.saved = encode(&state);
         &self.saved
     }
 
     /// Replaces this reader's position with a saved one, after checking that the saved
-    /// streams are this dataset's.
+    /// streams are this dataset's. Only the position changes: a reader that was already
+    /// reading drops its consumer (without committing the replaced position), and the next
+    /// read connects at the restored position. The counters carry on.
     pub fn restore(&mut self, bytes: &[u8]) -> Result<()> {
         let state = decode(bytes)?;
         if self.spec.subscribe {
@@ -1137,15 +847,173 @@ impl Reader {
         } else {
             check_identity(&self.spec.entries, self.spec.assignment, &state)?;
         }
-        let mut restored = Self::start(self.spec.clone(), state)?;
-        // The same iterator to the stats: its id and counters carry on.
-        std::mem::swap(&mut restored.published, &mut self.published);
-        std::mem::swap(&mut restored.log, &mut self.log);
-        // The replaced reader must not commit its older position on the way out.
-        self.commits = None;
-        *self = restored;
+        self.disconnect(false);
+        self.set_position(state);
         self.publish(Instant::now(), true);
         Ok(())
+    }
+
+    /// Closes the connection, if any: with `final_commit`, commits the emitted position first
+    /// (a group member's partitions go to their next owner, which starts where this commit
+    /// says) and waits briefly for the close; the rest of the close runs in the background.
+    fn disconnect(&mut self, final_commit: bool) {
+        if self.consumer.is_none() {
+            return;
+        }
+        // rdkafka's own drop polls in 100 ms steps, without a deadline, until the consumer is
+        // closed; closing here with short polls makes teardown prompt in the common case.
+        // Without a final commit there is nothing to wait for: close in the background at
+        // once (the anonymous group's coordinator lookup held closes for seconds).
+        let wait = if final_commit && self.commits.is_some() {
+            CLOSE_WAIT
+        } else {
+            Duration::ZERO
+        };
+        let deadline = Instant::now() + wait;
+        if final_commit && !self.group.as_ref().is_some_and(Membership::has_left) {
+            self.commit_and_wait(|_| true);
+        }
+        // Rebalances from here on (the close revokes everything) need no commit or read.
+        self.consumer().context().close(self.consumer());
+        // librdkafka wants every message and queue released before its handle goes.
+        self.current = None;
+        self.batch.clear();
+        self.streams.iter_mut().for_each(Stream::close);
+        let consumer = self.consumer.take().expect("connected");
+        // Closing (leaving the group, waiting for outstanding requests) could take up to
+        // session.timeout.ms with an unreachable coordinator. Past the short wait, finish
+        // closing on a background thread so TensorFlow's teardown (which holds its locks)
+        // never blocks on the network.
+        if !wait.is_zero() && consumer.close_queue().is_ok() {
+            while !consumer.closed() && Instant::now() < deadline {
+                consumer.poll(Duration::from_millis(5));
+            }
+        }
+        if !consumer.closed() {
+            // The thread holds the only reference: rdkafka's close-and-destroy (no deadline)
+            // runs there, never on TensorFlow's thread.
+            let _ = std::thread::Builder::new()
+                .name("kafka-dataset-close".into())
+                .spawn(move || drop(consumer));
+        }
+    }
+}
+
+/// Consumer-group mode: acting on the rebalances the group announces.
+impl Reader {
+    /// Acts on the rebalances librdkafka announced. A rebalance that fails (e.g. the committed
+    /// offsets cannot be read) is kept, with the ones after it, and retried on the next call;
+    /// the error is returned.
+    fn serve_group(&mut self) -> Result<()> {
+        if self.group.as_ref().is_none_or(Membership::has_left) {
+            return Ok(());
+        }
+        let mut rebalances = self.consumer().context().take().into_iter();
+        while let Some(rebalance) = rebalances.next() {
+            let done = match &rebalance {
+                Rebalance::Assign(partitions) => self.take_partitions(partitions),
+                Rebalance::Revoke { partitions, lost } => {
+                    self.release_partitions(partitions, *lost)
+                }
+            };
+            if let Err(e) = done {
+                self.consumer()
+                    .context()
+                    .put_back(std::iter::once(rebalance).chain(rebalances).collect());
+                self.wake.main_ready.store(true, Ordering::Relaxed);
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    /// Starts reading newly assigned partitions where the membership says. Nothing changes
+    /// unless every step succeeds.
+    fn take_partitions(&mut self, partitions: &[(String, i32)]) -> Result<()> {
+        let group = self.group.as_ref().expect("a group member");
+        let consumer = self.consumer.as_ref().expect("connected");
+        let positions =
+            group.start_positions(consumer, partitions, self.spec.metadata_deadline())?;
+        let mut assignment = TopicPartitionList::new();
+        let mut taken = Vec::with_capacity(positions.len());
+        for position in positions {
+            let from = position.next_offset;
+            let mut stream = Stream::from_state(position);
+            stream.open(consumer, &self.wake, from, &mut assignment)?;
+            taken.push(stream);
+        }
+        // A partition this member read to its end before (eof) was paused; it fetches again.
+        consumer
+            .resume(&assignment)
+            .map_err(|e| kafka_error("resuming the partitions the group assigned", &e))?;
+        consumer
+            .incremental_assign(&assignment)
+            .map_err(|e| kafka_error("taking the partitions the group assigned", &e))?;
+        for stream in taken {
+            let order = group.order(stream.spec());
+            let at = self
+                .streams
+                .partition_point(|s| group.order(s.spec()) < order);
+            self.streams.insert(at, stream);
+        }
+        self.renumber_heads();
+        Ok(())
+    }
+
+    /// Stops reading revoked partitions: commits what was emitted from them (unless the
+    /// group already gave them away), so their next owner starts right after it.
+    fn release_partitions(&mut self, partitions: &[(String, i32)], lost: bool) -> Result<()> {
+        let leaving = |s: &Stream| {
+            partitions
+                .iter()
+                .any(|(t, p)| *t == s.spec().topic && *p == s.spec().partition)
+        };
+        if !lost {
+            // Waited for (briefly): the next owner starts where this commit says. Should it
+            // fail or time out, the next owner starts at the last successful commit: the
+            // documented duplicates.
+            self.commit_and_wait(leaving);
+        }
+        // Messages of released partitions go back to librdkafka before the unassign.
+        self.current = None;
+        self.batch.clear();
+        self.streams.retain(|s| !leaving(s));
+        self.renumber_heads();
+        let mut released = TopicPartitionList::new();
+        for (topic, partition) in partitions {
+            released.add_partition(topic, *partition);
+        }
+        self.consumer()
+            .incremental_unassign(&released)
+            .map_err(|e| kafka_error("releasing the partitions the group revoked", &e))
+    }
+
+    /// With `eof`, a member whose partitions all ended leaves the group (after committing),
+    /// so that its partitions, and any the group would hand it later, go to members that
+    /// still read: an ended iterator is never polled again.
+    fn leave_group(&mut self) {
+        match self.group.as_mut() {
+            Some(group) if !group.has_left() && self.consumer.is_some() => group.set_left(),
+            _ => return,
+        }
+        let deadline = Instant::now() + CLOSE_WAIT;
+        self.commit_and_wait(|_| true);
+        // The revocation that unsubscribing starts completes on its own from here.
+        let consumer = self.consumer();
+        consumer.context().close(consumer);
+        consumer.unsubscribe();
+        while consumer.assignment().is_ok_and(|a| a.count() > 0) && Instant::now() < deadline {
+            consumer.poll(Duration::from_millis(5));
+        }
+    }
+
+    /// Buffered heads name their stream by index; streams moved.
+    fn renumber_heads(&mut self) {
+        for (index, stream) in self.streams.iter_mut().enumerate() {
+            if let Some(head) = stream.head.as_mut() {
+                head.stream = index;
+            }
+        }
     }
 }
 
@@ -1164,49 +1032,7 @@ const CLOSE_WAIT: Duration = Duration::from_secs(2);
 
 impl Drop for Reader {
     fn drop(&mut self) {
-        // rdkafka's own drop polls in 100 ms steps, without a deadline, until the consumer is
-        // closed; closing here with short polls makes teardown prompt in the common case.
-        // Without a user group there is no final commit to wait for: close in the background
-        // at once (the anonymous group's coordinator lookup held closes for seconds).
-        let wait = if self.commits.is_some() {
-            CLOSE_WAIT
-        } else {
-            Duration::ZERO
-        };
-        let deadline = Instant::now() + wait;
-        // The final commit, waited for (within the same short wait): a group member's
-        // partitions go to their next owner, which starts where this commit says.
-        if !self.group.as_ref().is_some_and(Membership::has_left) {
-            self.commit_and_wait(|_| true);
-        }
-        // Rebalances from here on (the close revokes everything) need no commit or read.
-        self.consumer.context().close(&self.consumer);
-        // librdkafka wants every message and queue released before its handle goes.
-        self.current = None;
-        self.batch.clear();
-        for stream in &mut self.streams {
-            stream.head = None;
-            stream.pending.clear();
-            stream.queue = None;
-        }
-        // Closing (leaving the group, waiting for outstanding requests) could take up to
-        // session.timeout.ms with an unreachable coordinator. Past the short wait, finish
-        // closing on a background thread so TensorFlow's teardown (which holds its locks)
-        // never blocks on the network.
-        if !wait.is_zero() && self.consumer.close_queue().is_ok() {
-            while !self.consumer.closed() && Instant::now() < deadline {
-                self.consumer.poll(Duration::from_millis(5));
-            }
-        }
-        // SAFETY: taken once, here; `self.consumer` is not used after this line.
-        let consumer = unsafe { ManuallyDrop::take(&mut self.consumer) };
-        if !consumer.closed() {
-            // The thread holds the only reference: rdkafka's close-and-destroy (no deadline)
-            // runs there, never on TensorFlow's thread.
-            let _ = std::thread::Builder::new()
-                .name("kafka-dataset-close".into())
-                .spawn(move || drop(consumer));
-        }
+        self.disconnect(true);
     }
 }
 
@@ -1225,9 +1051,9 @@ impl Reader {
     /// Position of stream `index`, if it exists.
     pub fn position(&self, index: usize) -> Option<Position<'_>> {
         self.streams.get(index).map(|s| Position {
-            stream: &s.spec,
-            next_offset: s.next_offset,
-            finished: s.finished,
+            stream: s.spec(),
+            next_offset: s.next_offset(),
+            finished: s.finished(),
         })
     }
 
@@ -1242,49 +1068,6 @@ impl Reader {
     /// Before the first element.
     pub fn current(&self) -> (&Message, &StreamSpec) {
         let message = self.current.as_ref().expect("an element was emitted");
-        (message, &self.streams[message.stream].spec)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::spec::Range;
-
-    fn stream(ranges: &[(i64, i64)], next_offset: i64) -> Stream {
-        Stream::from_state(StreamState {
-            spec: StreamSpec {
-                topic: "t".into(),
-                partition: 0,
-                ranges: ranges
-                    .iter()
-                    .map(|&(start, last)| Range { start, last })
-                    .collect(),
-            },
-            next_offset,
-            finished: false,
-            partition_time: -1,
-        })
-    }
-
-    #[test]
-    fn end_of_log_beyond_a_bounded_range_completes_it() {
-        // Offset 3 (the range's last) never arrives: a transaction marker or compacted away.
-        let mut s = stream(&[(0, 3)], 3);
-        assert_eq!(Reader::at_end_of_log(&mut s, 4, false), None);
-        assert!(s.finished);
-        let mut s = stream(&[(0, 3), (10, -1)], 3);
-        assert_eq!(Reader::at_end_of_log(&mut s, 4, false), Some(10));
-        assert!(!s.finished && s.next_offset == 10 && s.caught_up_since.is_some());
-    }
-
-    #[test]
-    fn end_of_log_inside_a_range_only_marks_the_stream_idle() {
-        let mut s = stream(&[(0, 3)], 3);
-        assert_eq!(Reader::at_end_of_log(&mut s, 3, false), None);
-        assert!(!s.finished && s.caught_up_since.is_some());
-        let mut s = stream(&[(0, -1)], 7);
-        Reader::at_end_of_log(&mut s, 7, true);
-        assert!(s.finished, "with eof the stream ends at the end of its log");
+        (message, self.streams[message.stream].spec())
     }
 }

@@ -12,7 +12,6 @@ use std::os::raw::c_char;
 use std::ptr;
 use std::time::{Duration, Instant};
 
-use kafka_dataset::error::kd_code;
 use kafka_dataset::ffi::*;
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
@@ -267,8 +266,8 @@ fn every_header_function_is_covered() {
         "kd_dataset_new",
         "kd_dataset_free",
         "kd_reader_new",
-        "kd_reader_next",
         "kd_reader_save",
+        "kd_reader_commit",
         "kd_reader_next_batch",
         "kd_reader_batch_messages",
         "kd_reader_stream_count",
@@ -827,13 +826,6 @@ fn reader_functions_reject_a_null_reader_without_writing() {
 
         let null = ptr::null_mut::<kd_reader>();
         let mut status = StatusSlot::new();
-        let mut view = sentinel_view();
-        expect_err(
-            kd_reader_next(null, 0, status.ptr(), &mut view),
-            INVALID,
-            &["`reader`"],
-        );
-        assert!(status.untouched() && is_sentinel_view(&view));
 
         let mut count = 4242usize;
         expect_err(
@@ -857,12 +849,9 @@ fn reader_functions_reject_a_null_reader_without_writing() {
             data: sentinel(),
             len: 99,
         };
-        expect_err(
-            kd_reader_save(null, true, &mut state),
-            INVALID,
-            &["`reader`"],
-        );
+        expect_err(kd_reader_save(null, &mut state), INVALID, &["`reader`"]);
         assert_eq!((state.data, state.len), (sentinel::<u8>() as *const u8, 99));
+        expect_err(kd_reader_commit(null), INVALID, &["`reader`"]);
 
         expect_err(
             kd_reader_stream_count(null, &mut count),
@@ -984,19 +973,30 @@ unsafe fn element(v: &kd_message_view) -> Element {
     )
 }
 
-/// One `kd_reader_next` that must produce an element or the end within 30 s.
+/// One element (a batch of one) or the end, within 30 s.
 unsafe fn next(reader: *mut kd_reader) -> Option<Element> {
     let stop = Instant::now() + Duration::from_secs(30);
     loop {
         assert!(Instant::now() < stop, "no element or end within 30 s");
         let mut status = StatusSlot::new();
-        let mut view = sentinel_view();
-        expect_ok(kd_reader_next(reader, 100, status.ptr(), &mut view));
+        let mut count = 4242usize;
+        expect_ok(kd_reader_next_batch(
+            reader,
+            1,
+            100,
+            status.ptr(),
+            &mut count,
+        ));
         match status.get() {
-            kd_next_status::KD_NEXT_ELEMENT => return Some(element(&view)),
-            kd_next_status::KD_NEXT_PENDING => assert!(is_sentinel_view(&view)),
+            kd_next_status::KD_NEXT_ELEMENT => {
+                assert_eq!(count, 1);
+                let mut view = sentinel_view();
+                expect_ok(kd_reader_batch_messages(reader, &mut view, 1));
+                return Some(element(&view));
+            }
+            kd_next_status::KD_NEXT_PENDING => assert_eq!(count, 0),
             kd_next_status::KD_NEXT_END => {
-                assert!(is_sentinel_view(&view), "view written at the end");
+                assert_eq!(count, 0, "a count at the end");
                 return None;
             }
         }
@@ -1012,7 +1012,7 @@ unsafe fn save(reader: *mut kd_reader) -> Vec<u8> {
         data: ptr::null(),
         len: 0,
     };
-    expect_ok(kd_reader_save(reader, false, &mut state));
+    expect_ok(kd_reader_save(reader, &mut state));
     assert!(state.len > 0);
     bytes_of(state)
 }
@@ -1023,20 +1023,6 @@ fn live_reader_null_out_params_and_bad_indexes_change_nothing() {
     let reader = cluster.reader();
     unsafe {
         let mut status = StatusSlot::new();
-        let mut view = sentinel_view();
-        expect_err(
-            kd_reader_next(reader, 100, ptr::null_mut(), &mut view),
-            INVALID,
-            &["out_status"],
-        );
-        assert!(is_sentinel_view(&view));
-        expect_err(
-            kd_reader_next(reader, 100, status.ptr(), ptr::null_mut()),
-            INVALID,
-            &["out_message"],
-        );
-        assert!(status.untouched());
-
         let mut count = 4242usize;
         expect_err(
             kd_reader_next_batch(reader, 8, 100, ptr::null_mut(), &mut count),
@@ -1052,10 +1038,12 @@ fn live_reader_null_out_params_and_bad_indexes_change_nothing() {
         assert!(status.untouched());
 
         expect_err(
-            kd_reader_save(reader, false, ptr::null_mut()),
+            kd_reader_save(reader, ptr::null_mut()),
             INVALID,
             &["`out_state`"],
         );
+        // Without a group a commit is a no-op, before and after reading.
+        expect_ok(kd_reader_commit(reader));
         expect_err(
             kd_reader_stream_count(reader, ptr::null_mut()),
             INVALID,

@@ -167,13 +167,49 @@ fn save_then_restore_continues_at_the_next_message() {
     for cut in [0usize, 1, 17, 59, 60] {
         let mut first = Reader::new(&s).unwrap();
         let prefix = read(&mut first, cut, Duration::from_secs(30));
-        let state = first.save(true).to_vec();
+        let state = first.save().to_vec();
         drop(first);
         let mut second = Reader::new(&s).unwrap();
         second.restore(&state).unwrap();
         let suffix = read(&mut second, usize::MAX, Duration::from_secs(30));
         assert_eq!([prefix, suffix].concat(), full, "cut at {cut}");
     }
+}
+
+/// Position apart from connection: resolving costs one short-lived probe, a restore creates no
+/// client, and the first read creates the one consumer; restoring a reader that was reading
+/// drops its consumer and the next read makes one.
+#[cfg(feature = "test-hooks")]
+#[test]
+fn a_restore_replaces_only_the_position() {
+    use kafka_dataset::consumers_created_on_this_thread as created;
+    let c = Cluster::new("clients", 2);
+    random_partitions(&c, "clients", 2, 20, 5);
+    let s = spec(&c.servers(), &["clients"], true, 1000);
+    let wait = Duration::from_secs(30);
+    let full = read(&mut Reader::new(&s).unwrap(), usize::MAX, wait);
+    let mut first = Reader::new(&s).unwrap();
+    let prefix = read(&mut first, 7, wait);
+    let state = first.save().to_vec();
+
+    let before = created();
+    let mut second = Reader::new(&s).unwrap();
+    assert_eq!(created() - before, 1, "the probe that resolves the entries");
+    second.restore(&state).unwrap();
+    assert_eq!(created() - before, 1, "a restore creates no client");
+    let suffix = read(&mut second, usize::MAX, wait);
+    assert_eq!(created() - before, 2, "the first read creates the consumer");
+    assert_eq!([prefix.clone(), suffix].concat(), full);
+
+    let before = created();
+    first.restore(&state).unwrap();
+    let again = read(&mut first, usize::MAX, wait);
+    assert_eq!(
+        created() - before,
+        1,
+        "one consumer after restoring a reading reader"
+    );
+    assert_eq!([prefix, again].concat(), full);
 }
 
 #[test]
@@ -257,7 +293,7 @@ fn unknown_topic_and_partition_are_not_found() {
 fn restore_refuses_other_streams() {
     let c = Cluster::new("a", 2);
     let mut r = Reader::new(&spec(&c.servers(), &["a:0"], true, 100)).unwrap();
-    let state = r.save(true).to_vec();
+    let state = r.save().to_vec();
     let mut other = Reader::new(&spec(&c.servers(), &["a:1"], true, 100)).unwrap();
     let err = other.restore(&state).unwrap_err();
     assert_eq!(err.kind, ErrorKind::FailedPrecondition);
@@ -367,7 +403,7 @@ fn a_group_gets_the_offsets_of_emitted_messages_committed() {
     let s = DatasetSpec::new(&topics, &c.servers(), "trainers", true, 100, &[], &[]).unwrap();
     let mut r = Reader::new(&s).unwrap();
     let got = read(&mut r, 5, Duration::from_secs(10));
-    let _ = r.save(true);
+    r.commit_position();
     let next = |p: i32| {
         got.iter()
             .filter(|e| e.0 == p)
@@ -470,7 +506,7 @@ fn native_batches_concatenate_to_the_merge_and_save_exactly() {
                 assert!((1..=8).contains(&batch.len()));
                 got.extend(batch);
                 if saved.is_none() && got.len() >= 20 {
-                    saved = Some((got.len(), r.save(true).to_vec()));
+                    saved = Some((got.len(), r.save().to_vec()));
                 }
             }
             Next::Pending => {}
