@@ -325,9 +325,17 @@ VARIANTS = {
 }
 
 
+# Set by --baseline: another build of the library, measured as the `*@baseline` variants
+# beside this one in the same run (before/after comparisons of a change).
+BASELINE_LIBRARY = []
+
+
 def measure(variant, params, timeout=600):
+    variant, _, against = variant.partition("@")
     mode, tf, extra = VARIANTS.get(variant, (variant, "main", {}))
     env = dict(os.environ, **extra)
+    if against == "baseline":
+        env["KAFKA_DATASET_LIBRARY"] = BASELINE_LIBRARY[0]
     python = sys.executable
     if tf == "tf216":
         python = TF216_PYTHON
@@ -409,7 +417,15 @@ def main():
     parser.add_argument("--quick", action="store_true", help="10x fewer messages, 1 run")
     parser.add_argument("--only", default=",".join(SCENARIOS))
     parser.add_argument("--output", default=os.path.join(ROOT, "bench", "results", "latest"))
+    parser.add_argument(
+        "--baseline",
+        metavar="LIBRARY",
+        help="another libkafka_dataset.so (same TensorFlow), measured beside this build in the"
+        " small and large scenarios as kd-*@baseline (bench/baseline.sh REV builds one)",
+    )
     args = parser.parse_args()
+    if args.baseline:
+        BASELINE_LIBRARY.append(os.path.abspath(args.baseline))
     scale = 10 if args.quick else 1
     runs = 1 if args.quick else args.runs
     only = set(args.only.split(","))
@@ -466,6 +482,10 @@ def main():
         ):
             if name not in only:
                 continue
+            if args.baseline:
+                variants = variants + [
+                    v + "@baseline" for v in variants if v.startswith("kd-") and "+" not in v
+                ]
             md = []
             rows = []
             for partitions in (1, 8):
@@ -495,6 +515,29 @@ def main():
                 ]
                 + [""]
             )
+            if args.baseline:
+                md += ["This build vs the baseline (%s), wall and client CPU:" % args.baseline, ""]
+                for r in rows:
+                    base = next(
+                        (
+                            x
+                            for x in rows
+                            if x["reader"] == r["reader"] + "@baseline"
+                            and x["partitions"] == r["partitions"]
+                        ),
+                        None,
+                    )
+                    if base is not None:
+                        md.append(
+                            "- %s, %d partitions: wall %.2f, CPU %.2f (this / baseline)"
+                            % (
+                                r["reader"],
+                                r["partitions"],
+                                r["seconds"] / base["seconds"],
+                                r["cpu"] / base["cpu"],
+                            )
+                        )
+                md.append("")
             save(name, md, [messages, size, rows])
 
         if "tfio" in only:

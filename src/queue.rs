@@ -69,14 +69,15 @@ pub fn pending_errors<C: ConsumerContext>(
 /// Most events `pending_errors` serves in one call.
 const POLL_LIMIT: usize = 10_000;
 
-/// Commits `offsets` for `consumer`'s group and waits at most `wait` for the broker's answer;
-/// true when it confirmed the commit. (librdkafka's synchronous commit has no deadline: with
-/// the coordinator down it waits up to `session.timeout.ms`.)
+/// Commits `offsets` for `consumer`'s group and waits at most `wait` for the broker's answer:
+/// `Ok` when it confirmed the commit, else the error (`OperationTimedOut` when no answer came
+/// in time). (librdkafka's synchronous commit has no deadline: with the coordinator down it
+/// waits up to `session.timeout.ms`.)
 pub fn commit_within<C: ConsumerContext>(
     consumer: &BaseConsumer<C>,
     offsets: &TopicPartitionList,
     wait: Duration,
-) -> bool {
+) -> Result<(), RDKafkaErrorCode> {
     let wait_ms = i32::try_from(wait.as_millis()).unwrap_or(i32::MAX);
     // SAFETY: live client handle and list; the reply queue is ours and released here (a late
     // reply to a released queue is dropped by librdkafka).
@@ -84,21 +85,28 @@ pub fn commit_within<C: ConsumerContext>(
         let rk = consumer.client().native_ptr();
         let replies = rd::rd_kafka_queue_new(rk);
         if replies.is_null() {
-            return false;
+            return Err(RDKafkaErrorCode::Fail);
         }
-        let sent =
-            rd::rd_kafka_commit_queue(rk, offsets.ptr(), replies, None, std::ptr::null_mut());
-        let mut confirmed = false;
-        if sent == rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
+        let mut result =
+            match rd::rd_kafka_commit_queue(rk, offsets.ptr(), replies, None, std::ptr::null_mut())
+            {
+                rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR => {
+                    Err(RDKafkaErrorCode::OperationTimedOut)
+                }
+                refused => Err(refused.into()),
+            };
+        if result == Err(RDKafkaErrorCode::OperationTimedOut) {
             let event = rd::rd_kafka_queue_poll(replies, wait_ms);
             if !event.is_null() {
-                confirmed = rd::rd_kafka_event_error(event)
-                    == rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR;
+                result = match rd::rd_kafka_event_error(event) {
+                    rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR => Ok(()),
+                    err => Err(err.into()),
+                };
                 rd::rd_kafka_event_destroy(event);
             }
         }
         rd::rd_kafka_queue_destroy(replies);
-        confirmed
+        result
     }
 }
 

@@ -587,14 +587,44 @@ impl Reader {
     }
 
     /// Commits the position of every stream `which` selects and waits for the broker's answer
-    /// (at most [`CLOSE_WAIT`]): before partitions go to another owner or the reader goes away.
-    /// A no-op without a user-given group.
-    fn commit_and_wait(&mut self, which: impl Fn(&Stream) -> bool) {
+    /// (at most `wait`): before partitions go to another owner or the reader goes away. A
+    /// no-op (`Ok`) without a user-given group.
+    fn commit_and_wait(
+        &mut self,
+        which: impl Fn(&Stream) -> bool,
+        wait: Duration,
+    ) -> std::result::Result<(), RDKafkaErrorCode> {
         if self.consumer.is_none() {
-            return;
+            return Ok(());
         }
-        if let Some(positions) = self.uncommitted_of(true, which) {
-            commit_within(self.consumer(), &positions, CLOSE_WAIT);
+        match self.uncommitted_of(true, which) {
+            Some(positions) => commit_within(self.consumer(), &positions, wait),
+            None => Ok(()),
+        }
+    }
+
+    /// The final commit of a reader that stops reading (it leaves its group, or is dropped):
+    /// every stream's position, waited for until `deadline`. A group member's commit that
+    /// the coordinator refuses because the member's generation is stale (the group completed
+    /// a rebalance this member has not caught up with) is retried once it has: its partitions
+    /// stay its own until it revokes them, so the retried commit is the offset their next
+    /// owner starts at. Meanwhile the member serves the group's rebalances as usual.
+    fn final_commit(&mut self, deadline: Instant) {
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.commit_and_wait(|_| true, left) {
+                Err(
+                    RDKafkaErrorCode::IllegalGeneration
+                    | RDKafkaErrorCode::RebalanceInProgress
+                    | RDKafkaErrorCode::UnknownMemberId,
+                ) if self.group.is_some() && Instant::now() < deadline => {
+                    // Catch up: librdkafka rejoins by itself; the rebalance it announces is
+                    // acted on here. Events other than rebalances do not matter any more.
+                    let _ = self.consumer().poll(Duration::from_millis(20));
+                    let _ = self.serve_group();
+                }
+                _ => return,
+            }
         }
     }
 
@@ -864,15 +894,16 @@ impl Reader {
         // closed; closing here with short polls makes teardown prompt in the common case.
         // Without a final commit there is nothing to wait for: close in the background at
         // once (the anonymous group's coordinator lookup held closes for seconds).
-        let wait = if final_commit && self.commits.is_some() {
+        let final_commit = final_commit && self.commits.is_some();
+        if final_commit && !self.group.as_ref().is_some_and(Membership::has_left) {
+            self.final_commit(Instant::now() + FINAL_COMMIT_WAIT);
+        }
+        let wait = if final_commit {
             CLOSE_WAIT
         } else {
             Duration::ZERO
         };
         let deadline = Instant::now() + wait;
-        if final_commit && !self.group.as_ref().is_some_and(Membership::has_left) {
-            self.commit_and_wait(|_| true);
-        }
         // Rebalances from here on (the close revokes everything) need no commit or read.
         self.consumer().context().close(self.consumer());
         // librdkafka wants every message and queue released before its handle goes.
@@ -972,7 +1003,7 @@ impl Reader {
             // Waited for (briefly): the next owner starts where this commit says. Should it
             // fail or time out, the next owner starts at the last successful commit: the
             // documented duplicates.
-            self.commit_and_wait(leaving);
+            let _ = self.commit_and_wait(leaving, CLOSE_WAIT);
         }
         // Messages of released partitions go back to librdkafka before the unassign.
         self.current = None;
@@ -992,12 +1023,14 @@ impl Reader {
     /// so that its partitions, and any the group would hand it later, go to members that
     /// still read: an ended iterator is never polled again.
     fn leave_group(&mut self) {
-        match self.group.as_mut() {
-            Some(group) if !group.has_left() && self.consumer.is_some() => group.set_left(),
-            _ => return,
+        if self.consumer.is_none() || self.group.as_ref().is_none_or(Membership::has_left) {
+            return;
+        }
+        self.final_commit(Instant::now() + FINAL_COMMIT_WAIT);
+        if let Some(group) = self.group.as_mut() {
+            group.set_left();
         }
         let deadline = Instant::now() + CLOSE_WAIT;
-        self.commit_and_wait(|_| true);
         // The revocation that unsubscribing starts completes on its own from here.
         let consumer = self.consumer();
         consumer.context().close(consumer);
@@ -1025,10 +1058,14 @@ const FAST_STEPS: u32 = 64;
 /// and watermarks are shared as they change).
 const PARTITIONS_PUBLISH_INTERVAL: Duration = Duration::from_millis(500);
 
-/// How long dropping a reader waits for its final commit and its consumer's close before
-/// leaving the rest of the close to a background thread; also how long a group member waits
-/// for the commit of partitions it gives up.
+/// How long dropping a reader waits for its consumer's close before leaving the rest of the
+/// close to a background thread; also how long a group member waits for the commit of
+/// partitions it gives up, and for its partitions' revocation when it leaves the group.
 const CLOSE_WAIT: Duration = Duration::from_secs(2);
+
+/// How long a reader that stops reading waits for its final commit, including a rebalance the
+/// group completes meanwhile (a member's commit is refused until it has caught up).
+const FINAL_COMMIT_WAIT: Duration = Duration::from_secs(6);
 
 impl Drop for Reader {
     fn drop(&mut self) {
