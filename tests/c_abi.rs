@@ -973,21 +973,27 @@ unsafe fn element(v: &kd_message_view) -> Element {
     )
 }
 
+/// One `kd_reader_next_batch` call (100 ms wait) that must succeed: its status and count.
+unsafe fn next_batch(reader: *mut kd_reader, max_elements: usize) -> (kd_next_status, usize) {
+    let mut status = StatusSlot::new();
+    let mut count = 4242usize;
+    expect_ok(kd_reader_next_batch(
+        reader,
+        max_elements,
+        100,
+        status.ptr(),
+        &mut count,
+    ));
+    (status.get(), count)
+}
+
 /// One element (a batch of one) or the end, within 30 s.
 unsafe fn next(reader: *mut kd_reader) -> Option<Element> {
     let stop = Instant::now() + Duration::from_secs(30);
     loop {
         assert!(Instant::now() < stop, "no element or end within 30 s");
-        let mut status = StatusSlot::new();
-        let mut count = 4242usize;
-        expect_ok(kd_reader_next_batch(
-            reader,
-            1,
-            100,
-            status.ptr(),
-            &mut count,
-        ));
-        match status.get() {
+        let (status, count) = next_batch(reader, 1);
+        match status {
             kd_next_status::KD_NEXT_ELEMENT => {
                 assert_eq!(count, 1);
                 let mut view = sentinel_view();
@@ -1149,16 +1155,8 @@ fn live_reader_reads_saves_and_restores_through_the_abi() {
         let stop = Instant::now() + Duration::from_secs(30);
         loop {
             assert!(Instant::now() < stop, "no end within 30 s");
-            let mut status = StatusSlot::new();
-            let mut count = 4242usize;
-            expect_ok(kd_reader_next_batch(
-                reader,
-                2,
-                100,
-                status.ptr(),
-                &mut count,
-            ));
-            match status.get() {
+            let (status, count) = next_batch(reader, 2);
+            match status {
                 kd_next_status::KD_NEXT_ELEMENT => {
                     assert!((1..=2).contains(&count), "count {count}");
                     let mut views = [sentinel_view(), sentinel_view(), sentinel_view()];
