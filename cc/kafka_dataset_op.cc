@@ -483,6 +483,10 @@ class KafkaDatasetOp::Dataset : public DatasetBase {
               absl::StrCat("KdKafkaDataset: unexpected kd_next_status ",
                            static_cast<int>(status)));
       }
+      if (count == 0) {
+        return absl::InternalError(
+            "KdKafkaDataset: the core reported an element but no message");
+      }
       // The views borrow from the reader until its next call: copy them out
       // while the lock is still held.
       views_.resize(count);

@@ -175,8 +175,10 @@ struct kd_str kd_error_message(const struct kd_error *error);
 // `error` must be NULL or an error from this library not yet freed.
 void kd_error_free(struct kd_error *error);
 
-// Connects, resolves the dataset's streams (all-partitions form, named starts) and starts
-// reading. On success writes a new reader to `*out_reader`.
+// Resolves the dataset's streams against the cluster (all-partitions form, named starts:
+// errors such as an unknown topic surface here) and positions them at their starts; the
+// reader's consumer is created by its first read. On success writes a new reader to
+// `*out_reader`.
 //
 // # Safety
 // `dataset` must be a live dataset; `out_reader` must be writable.
@@ -255,7 +257,7 @@ void kd_reader_free(struct kd_reader *reader);
 
 // Writes a snapshot of every live reader's counters and partition positions, as a JSON
 // document (see docs/operations.md, "Observability"), to `*out_text` (a new text to free with
-// [`super::kd_text_free`]). Counters and positions are exact up to each reader's last emitted
+// `kd_text_free`). Counters and positions are exact up to each reader's last emitted
 // element; watermarks are the ones librdkafka saw when the reader last took fetched
 // messages; which partitions a reader has, and whether they finished, may lag by up to
 // 0.5 s of reading.

@@ -1,6 +1,6 @@
 //! The Kafka client side: creating the consumer, its context (the events librdkafka reports
 //! beside requests, the rebalances it announces), look-ups against the live cluster with
-//! retries, and the one table that classifies librdkafka's error codes (DESIGN.md §3).
+//! retries, and the one table that classifies librdkafka's error codes (DESIGN.md §2.7).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};

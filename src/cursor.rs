@@ -2,7 +2,7 @@
 //! element, when the read is finished and where the fetcher must seek. Pure bookkeeping (no
 //! Kafka): the reader feeds it offsets and acts on the [`Action`] it returns.
 //!
-//! The exactness promise rests here (DESIGN.md §2.4, §2.6): the position is the next offset not
+//! The exactness promise rests here (DESIGN.md §2.1, §2.5): the position is the next offset not
 //! yet emitted, it moves only when an element is emitted (or a reset policy skips what the log
 //! no longer holds), and offsets that do not exist (compacted records, transaction markers)
 //! never hold a range open.

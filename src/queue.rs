@@ -87,24 +87,23 @@ pub fn commit_within<C: ConsumerContext>(
         if replies.is_null() {
             return Err(RDKafkaErrorCode::Fail);
         }
-        let mut result =
-            match rd::rd_kafka_commit_queue(rk, offsets.ptr(), replies, None, std::ptr::null_mut())
-            {
-                rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR => {
-                    Err(RDKafkaErrorCode::OperationTimedOut)
-                }
-                refused => Err(refused.into()),
-            };
-        if result == Err(RDKafkaErrorCode::OperationTimedOut) {
+        let sent =
+            rd::rd_kafka_commit_queue(rk, offsets.ptr(), replies, None, std::ptr::null_mut());
+        let result = if sent != rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
+            Err(sent.into())
+        } else {
             let event = rd::rd_kafka_queue_poll(replies, wait_ms);
-            if !event.is_null() {
-                result = match rd::rd_kafka_event_error(event) {
+            if event.is_null() {
+                Err(RDKafkaErrorCode::OperationTimedOut)
+            } else {
+                let answer = rd::rd_kafka_event_error(event);
+                rd::rd_kafka_event_destroy(event);
+                match answer {
                     rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR => Ok(()),
                     err => Err(err.into()),
-                };
-                rd::rd_kafka_event_destroy(event);
+                }
             }
-        }
+        };
         rd::rd_kafka_queue_destroy(replies);
         result
     }

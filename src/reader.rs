@@ -349,25 +349,40 @@ impl Reader {
                 wake.notify();
             }
         };
-        let consumer = create_consumer(&self.spec, budget_share, true, Some(on_main_queue))?;
+        self.consumer = Some(create_consumer(
+            &self.spec,
+            budget_share,
+            true,
+            Some(on_main_queue),
+        )?);
+        let started = self.start_fetching();
+        if started.is_err() {
+            // Queues split from this consumer go with it; the next read tries again.
+            self.disconnect(false);
+        }
+        started
+    }
+
+    /// Splits the queue of every unfinished stream and assigns them at their positions, or
+    /// subscribes a group member to its topics.
+    fn start_fetching(&mut self) -> Result<()> {
+        let consumer = self.consumer.as_ref().expect("connected");
         let mut assignment = TopicPartitionList::new();
         for stream in &mut self.streams {
             if let Some(from) = stream.cursor.fetch_from() {
-                stream.open(&consumer, &self.wake, from, &mut assignment)?;
+                stream.open(consumer, &self.wake, from, &mut assignment)?;
             }
         }
         if let Some(group) = &self.group {
             let topics: Vec<&str> = group.topics().iter().map(String::as_str).collect();
             consumer
                 .subscribe(&topics)
-                .map_err(|e| kafka_error("subscribing to the topics", &e))?;
+                .map_err(|e| kafka_error("subscribing to the topics", &e))
         } else {
             consumer
                 .assign(&assignment)
-                .map_err(|e| kafka_error("assigning partitions", &e))?;
+                .map_err(|e| kafka_error("assigning partitions", &e))
         }
-        self.consumer = Some(consumer);
-        Ok(())
     }
 
     /// The consumer of a connected reader.
@@ -431,7 +446,8 @@ impl Reader {
                 Decision::End | Decision::Wait { .. } => break,
             }
         }
-        let taken = u32::try_from(self.batch.len()).unwrap_or(u32::MAX);
+        // The first element was counted by `next`.
+        let taken = u32::try_from(self.batch.len() - 1).unwrap_or(u32::MAX);
         self.fast_steps = self.fast_steps.saturating_add(taken);
         Ok(Next::Element)
     }
@@ -445,6 +461,10 @@ impl Reader {
 
     /// Waits at most `max_wait` for the next element in merge order.
     pub fn next(&mut self, max_wait: Duration) -> Result<Next> {
+        if self.group.as_ref().is_some_and(Membership::has_left) {
+            // A member that left the group at its end reads nothing more.
+            return Ok(Next::End);
+        }
         if self.consumer.is_none() {
             self.connect()?;
         }
@@ -469,7 +489,12 @@ impl Reader {
             self.publish(now, decision == Decision::End);
             match decision {
                 Decision::Emit { .. } => return Ok(Next::Element),
-                Decision::End => return Ok(Next::End),
+                Decision::End => {
+                    // Here, not in `step`: no batch is in hand while the member leaves (its
+                    // final commit may act on rebalances, which move streams).
+                    self.leave_group();
+                    return Ok(Next::End);
+                }
                 Decision::Wait { until } => {
                     if now >= stop {
                         return Ok(Next::Pending);
@@ -504,8 +529,7 @@ impl Reader {
                 stream,
                 passed_idle,
             } => self.emit(stream, passed_idle),
-            Decision::End => self.leave_group(),
-            Decision::Wait { .. } => {}
+            Decision::End | Decision::Wait { .. } => {}
         }
         Ok(decision)
     }
@@ -622,6 +646,8 @@ impl Reader {
                     // acted on here. Events other than rebalances do not matter any more.
                     let _ = self.consumer().poll(Duration::from_millis(20));
                     let _ = self.serve_group();
+                    // A rejoin takes a round trip or more: no commit storm meanwhile.
+                    std::thread::sleep(Duration::from_millis(50));
                 }
                 _ => return,
             }

@@ -65,8 +65,10 @@ fn wait(max_wait_ms: u32) -> Duration {
     Duration::from_millis(u64::from(max_wait_ms))
 }
 
-/// Connects, resolves the dataset's streams (all-partitions form, named starts) and starts
-/// reading. On success writes a new reader to `*out_reader`.
+/// Resolves the dataset's streams against the cluster (all-partitions form, named starts:
+/// errors such as an unknown topic surface here) and positions them at their starts; the
+/// reader's consumer is created by its first read. On success writes a new reader to
+/// `*out_reader`.
 ///
 /// # Safety
 /// `dataset` must be a live dataset; `out_reader` must be writable.

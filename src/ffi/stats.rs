@@ -6,7 +6,7 @@ use super::{arg_mut, boundary};
 
 /// Writes a snapshot of every live reader's counters and partition positions, as a JSON
 /// document (see docs/operations.md, "Observability"), to `*out_text` (a new text to free with
-/// [`super::kd_text_free`]). Counters and positions are exact up to each reader's last emitted
+/// `kd_text_free`). Counters and positions are exact up to each reader's last emitted
 /// element; watermarks are the ones librdkafka saw when the reader last took fetched
 /// messages; which partitions a reader has, and whether they finished, may lag by up to
 /// 0.5 s of reading.
