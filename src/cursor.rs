@@ -64,21 +64,25 @@ impl Cursor {
     }
 
     /// The partition and its ranges.
+    #[inline]
     pub fn spec(&self) -> &StreamSpec {
         &self.spec
     }
 
     /// Next offset not yet emitted (what a checkpoint saves).
+    #[inline]
     pub fn next_offset(&self) -> i64 {
         self.next_offset
     }
 
     /// Whether the partition produced its last element.
+    #[inline]
     pub fn is_finished(&self) -> bool {
         self.finished
     }
 
     /// Where the fetcher starts for this position (`None` once finished).
+    #[inline]
     pub fn fetch_from(&self) -> Option<i64> {
         (!self.finished).then_some(self.next_offset)
     }
@@ -87,6 +91,7 @@ impl Cursor {
     /// An offset past the current range completes that range first (the offsets between did
     /// not exist: compaction, transaction markers), which may finish the read or call for a
     /// seek to the next range.
+    #[inline]
     pub fn offer(&mut self, offset: i64) -> Action {
         loop {
             if self.finished || offset < self.next_offset {
@@ -105,6 +110,7 @@ impl Cursor {
 
     /// Records that the message at `offset` was emitted: the position moves past it, and past
     /// its range when it was the range's last offset.
+    #[inline]
     pub fn emitted(&mut self, offset: i64) -> Action {
         self.next_offset = offset + 1;
         if self.current_range_is_past(self.next_offset) {
@@ -167,6 +173,7 @@ impl Cursor {
         (skipped as u64, action)
     }
 
+    #[inline]
     fn current_range_is_past(&self, offset: i64) -> bool {
         self.spec
             .ranges

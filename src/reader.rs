@@ -137,14 +137,17 @@ impl Stream {
         }
     }
 
+    #[inline]
     fn spec(&self) -> &StreamSpec {
         self.cursor.spec()
     }
 
+    #[inline]
     fn next_offset(&self) -> i64 {
         self.cursor.next_offset()
     }
 
+    #[inline]
     fn finished(&self) -> bool {
         self.cursor.is_finished()
     }
@@ -158,6 +161,7 @@ impl Stream {
         self.shared.clone()
     }
 
+    #[inline]
     fn gate(&self) -> Gate {
         Gate {
             head: self.head.as_ref().map(|m| (m.timestamp, m.offset)),
