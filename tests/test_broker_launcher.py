@@ -3,6 +3,7 @@ KRaft mode, answers metadata, and leaves no JVM behind on any exit path: Ctrl-C 
 SIGKILL of the launcher itself (a killed test run)."""
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -66,3 +67,6 @@ def test_the_launcher_serves_a_cluster_and_leaves_no_jvm_behind(how):
     if how == signal.SIGTERM:
         # A clean exit also removes the temporary log dirs.
         assert proc.returncode == 0 and not os.path.exists(directory)
+    else:
+        # Nothing can clean up after a SIGKILL: the test does.
+        shutil.rmtree(directory, ignore_errors=True)
