@@ -115,12 +115,36 @@ fn is_reference(value: &str) -> bool {
 /// `group.id` used when the user gives no group (never joined, never committed to).
 pub const ANONYMOUS_GROUP: &str = "kafka-dataset-anonymous";
 
-/// Properties that the reader's semantics depend on; the user may not change them.
-const RESERVED: &[&str] = &[
-    "enable.partition.eof",
-    "enable.auto.offset.store",
-    "enable.auto.commit",
+/// Properties that the reader's semantics depend on, with the value the library sets and why:
+/// the user may repeat that value (DeepRec's examples pass `enable.auto.commit=false`), not
+/// change it.
+const RESERVED: &[(&str, bool, &str)] = &[
+    (
+        "enable.partition.eof",
+        true,
+        "end-of-partition events drive `eof` and the idle rule",
+    ),
+    (
+        "enable.auto.offset.store",
+        false,
+        "offsets advance only when an element is emitted",
+    ),
+    (
+        "enable.auto.commit",
+        false,
+        "offsets advance only when an element is emitted; commits follow emitted positions",
+    ),
 ];
+
+/// librdkafka's reading of a boolean property value (`true`/`t`/`1`, `false`/`f`/`0`, any
+/// case), or `None`.
+fn parse_bool(value: &str) -> Option<bool> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "true" | "t" | "1" => Some(true),
+        "false" | "f" | "0" => Some(false),
+        _ => None,
+    }
+}
 
 enum Check {
     Ok,
@@ -196,11 +220,14 @@ fn parse_property(scope: Scope, index: usize, item: &str) -> Result<Property> {
             at()
         )));
     }
-    if RESERVED.contains(&key) {
-        return Err(Error::invalid(format!(
-            "{} \"{key}\": set by kafka-dataset itself (its offset and end-of-partition semantics depend on it)",
-            at()
-        )));
+    if let Some(&(_, ours, why)) = RESERVED.iter().find(|(k, _, _)| *k == key) {
+        if parse_bool(value) != Some(ours) {
+            return Err(Error::invalid(format!(
+                "{} \"{key}\": set to {ours} by kafka-dataset itself ({why}); only that value is accepted, got {}",
+                at(),
+                shown_value(key, value)
+            )));
+        }
     }
     if key == PREFETCH_BUDGET_KEY {
         if scope == Scope::Topic {
@@ -478,6 +505,22 @@ mod tests {
         let e =
             parse_properties(Scope::Global, &items(&["enable.partition.eof=false"])).unwrap_err();
         assert!(e.message.contains("enable.partition.eof"), "{e}");
+        assert!(e.message.contains("set to true"), "{e}");
+        let e =
+            parse_properties(Scope::Global, &items(&["enable.auto.commit=${env:X}"])).unwrap_err();
+        assert!(e.message.contains("only that value"), "{e}");
+        // The value the library sets anyway is accepted, in any of librdkafka's spellings
+        // (DeepRec's documented config_global).
+        let ok = parse_properties(
+            Scope::Global,
+            &items(&[
+                "enable.auto.commit=false",
+                "enable.auto.offset.store=0",
+                "enable.partition.eof=True",
+                "heartbeat.interval.ms=2000",
+            ]),
+        );
+        assert!(ok.is_ok(), "{ok:?}");
         assert!(Settings::new("  ", "", &[], &[]).is_err());
     }
 

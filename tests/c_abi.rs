@@ -533,7 +533,7 @@ fn dataset_new_rejects_bad_options_naming_the_item() {
         ("=1", &["empty key"]),
         (
             "enable.auto.commit=true",
-            &["\"enable.auto.commit\"", "set by kafka-dataset"],
+            &["\"enable.auto.commit\"", "by kafka-dataset itself"],
         ),
     ];
     for (item, needles) in configs {

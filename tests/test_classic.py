@@ -141,3 +141,24 @@ def test_config_is_applied_split_at_the_first_equals_and_arguments_win(kd, kafka
         config_topic=["auto.offset.reset=earliest"],
     )
     assert eager_values(ds) == D[:5]
+
+
+def test_deeprecs_documented_config_global_is_accepted(kd, kafka, topic):
+    """DeepRec's documented example repeats a property the library sets anyway
+    (`enable.auto.commit=false`): accepted, and the read is unchanged. Only a conflicting value
+    of a reserved property is refused, naming the key and why."""
+    ds = kd.KafkaDataset(
+        [topic + ":0:0:4"],
+        servers=kafka.servers,
+        group=kafka.new_group(),
+        eof=True,
+        timeout=200,
+        config_global=["enable.auto.commit=false", "heartbeat.interval.ms=2000"],
+    )
+    assert eager_values(ds) == D[:5]
+    with pytest.raises(tf.errors.InvalidArgumentError, match="enable.auto.commit.*set to false"):
+        kd.KafkaDataset(
+            [topic + ":0:0:4"],
+            servers=kafka.servers,
+            config_global=["enable.auto.commit=true"],
+        )
