@@ -632,14 +632,19 @@ impl Reader {
     }
 
     /// The final commit of a reader that stops reading (it leaves its group, or is dropped):
-    /// every stream's position, waited for until `deadline`. A group member's commit that
-    /// the coordinator refuses because the member's generation is stale (the group completed
-    /// a rebalance this member has not caught up with) is retried once it has: its partitions
+    /// every stream's position, each attempt waited for at most [`CLOSE_WAIT`]. A group
+    /// member's commit that the coordinator refuses because the member's generation is stale
+    /// (the group completed a rebalance this member has not caught up with) is retried, until
+    /// `deadline`, once the member has caught up: its partitions
     /// stay its own until it revokes them, so the retried commit is the offset their next
     /// owner starts at. Meanwhile the member serves the group's rebalances as usual.
     fn final_commit(&mut self, deadline: Instant) {
         loop {
-            let left = deadline.saturating_duration_since(Instant::now());
+            // Each attempt waits at most CLOSE_WAIT: an unreachable coordinator (no answer)
+            // ends the loop; only a refusal for a stale generation is retried.
+            let left = deadline
+                .saturating_duration_since(Instant::now())
+                .min(CLOSE_WAIT);
             match self.commit_and_wait(|_| true, left) {
                 Err(
                     RDKafkaErrorCode::IllegalGeneration
@@ -925,15 +930,18 @@ impl Reader {
         // Without a final commit there is nothing to wait for: close in the background at
         // once (the anonymous group's coordinator lookup held closes for seconds).
         let final_commit = final_commit && self.commits.is_some();
-        if final_commit && !self.group.as_ref().is_some_and(Membership::has_left) {
-            self.final_commit(Instant::now() + FINAL_COMMIT_WAIT);
-        }
         let wait = if final_commit {
             CLOSE_WAIT
         } else {
             Duration::ZERO
         };
+        // One budget for the final commit and the close in the common case; a commit that
+        // needed retries (see `final_commit`) leaves none for the close, which then finishes in
+        // the background.
         let deadline = Instant::now() + wait;
+        if final_commit && !self.group.as_ref().is_some_and(Membership::has_left) {
+            self.final_commit(Instant::now() + FINAL_COMMIT_WAIT);
+        }
         // Rebalances from here on (the close revokes everything) need no commit or read.
         self.consumer().context().close(self.consumer());
         // librdkafka wants every message and queue released before its handle goes.

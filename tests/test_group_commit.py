@@ -40,11 +40,27 @@ class Committed:
 
     def read(self):
         """{partition: committed offset}; partitions without a commit are left out."""
-        from confluent_kafka import TopicPartition
+        from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
         parts = [TopicPartition(self.topic, p) for p in range(PARTITIONS)]
+        # The coordinator of a new group may move or still be loading: the broker answers
+        # NOT_COORDINATOR / COORDINATOR_LOAD_IN_PROGRESS for a moment; ask again.
+        transient = {
+            KafkaError.NOT_COORDINATOR,
+            KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+            KafkaError.COORDINATOR_NOT_AVAILABLE,
+        }
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                answer = self.consumer.committed(parts, timeout=10)
+                break
+            except KafkaException as e:
+                if e.args[0].code() not in transient or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
         out = {}
-        for tp in self.consumer.committed(parts, timeout=10):
+        for tp in answer:
             assert tp.error is None, tp.error
             if tp.offset >= 0:
                 out[tp.partition] = tp.offset
