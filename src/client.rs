@@ -14,7 +14,7 @@ use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use crate::dataset::DatasetSpec;
 use crate::error::{Error, ErrorKind, Result};
 use crate::queue::pending_errors;
-use crate::spec::{Cluster, Start};
+use crate::spec::{last_before, Cluster, Start, UNLIMITED};
 
 /// The consumer every reader (and its metadata probe) uses.
 pub(crate) type Consumer = BaseConsumer<ReaderContext>;
@@ -271,27 +271,64 @@ impl LiveCluster<'_> {
                     _ => Ok(watermarks(self.consumer)?.0),
                 }
             }
-            Start::Timestamp(ms) => {
-                let mut tpl = TopicPartitionList::new();
-                tpl.add_partition_offset(topic, partition, Offset::Offset(ms))
-                    .map_err(|e| kafka_error(&name, &e))?;
-                let found = self
-                    .consumer
-                    .offsets_for_times(tpl, wait)
-                    .map_err(|e| kafka_error(&format!("offsets for time @{ms} of {name}"), &e))?;
-                let element = found.find_partition(topic, partition);
-                match element.map(|e| (e.offset(), e.error())) {
-                    Some((_, Err(e))) => Err(kafka_error(
-                        &format!("offsets for time @{ms} of {name}"),
-                        &e,
-                    )),
-                    Some((Offset::Offset(o), Ok(()))) if o >= 0 => Ok(o),
-                    // No message at or after the time: start at the end of the log.
-                    _ => Ok(watermarks(self.consumer)?.1),
-                }
-            }
+            Start::Timestamp(ms) => match self.offset_for_time(topic, partition, ms, wait)? {
+                Some(o) => Ok(o),
+                // No message at or after the time: start at the end of the log.
+                None => Ok(watermarks(self.consumer)?.1),
+            },
         }
     }
+
+    /// The first offset of `topic:partition` whose timestamp is >= `ms`, if any.
+    fn offset_for_time(
+        &self,
+        topic: &str,
+        partition: i32,
+        ms: i64,
+        wait: Duration,
+    ) -> Result<Option<i64>> {
+        let what = || format!("offsets for time @{ms} of {topic}:{partition}");
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(topic, partition, Offset::Offset(ms))
+            .map_err(|e| kafka_error(&what(), &e))?;
+        let found = self
+            .consumer
+            .offsets_for_times(tpl, wait)
+            .map_err(|e| kafka_error(&what(), &e))?;
+        let element = found.find_partition(topic, partition);
+        match element.map(|e| (e.offset(), e.error())) {
+            Some((_, Err(e))) => Err(kafka_error(&what(), &e)),
+            Some((Offset::Offset(o), Ok(()))) if o >= 0 => Ok(Some(o)),
+            _ => Ok(None),
+        }
+    }
+
+    fn resolve_end_once(
+        &self,
+        topic: &str,
+        partition: i32,
+        start: i64,
+        until: i64,
+        wait: Duration,
+    ) -> Result<i64> {
+        // The log end first: a message appended between the two requests lies past it.
+        let (_, high) = self
+            .consumer
+            .fetch_watermarks(topic, partition, wait)
+            .map_err(|e| kafka_error(&format!("watermarks of {topic}:{partition}"), &e))?;
+        Ok(match self.offset_for_time(topic, partition, until, wait)? {
+            Some(o) => last_before(start, o.min(high)),
+            None if until <= epoch_ms_now() => last_before(start, high),
+            None => UNLIMITED,
+        })
+    }
+}
+
+/// The wall clock in ms since the epoch (a clock before 1970 reads as 0).
+pub(crate) fn epoch_ms_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 impl Cluster for LiveCluster<'_> {
@@ -299,9 +336,25 @@ impl Cluster for LiveCluster<'_> {
         with_retries(self.deadline, |wait| self.partition_count_once(topic, wait))
     }
 
-    fn resolve_start(&mut self, topic: &str, partition: i32, start: Start, _: i64) -> Result<i64> {
+    fn resolve_start(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        start: Start,
+        _: i64,
+        _: Option<i64>,
+    ) -> Result<i64> {
+        if let Start::Offset(o) = start {
+            return Ok(o);
+        }
         with_retries(self.deadline, |wait| {
             self.resolve_start_once(topic, partition, start, wait)
+        })
+    }
+
+    fn resolve_end(&mut self, topic: &str, partition: i32, start: i64, until: i64) -> Result<i64> {
+        with_retries(self.deadline, |wait| {
+            self.resolve_end_once(topic, partition, start, until, wait)
         })
     }
 }

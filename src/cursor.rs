@@ -7,7 +7,7 @@
 //! no longer holds), and offsets that do not exist (compacted records, transaction markers)
 //! never hold a range open.
 
-use crate::spec::{StreamSpec, UNLIMITED};
+use crate::spec::{last_before, StreamSpec, UNLIMITED};
 
 /// What the reader must do after the cursor has looked at an offset.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -87,15 +87,21 @@ impl Cursor {
         (!self.finished).then_some(self.next_offset)
     }
 
-    /// Looks at a fetched message's offset: [`Action::Deliver`] when it is the next element.
-    /// An offset past the current range completes that range first (the offsets between did
-    /// not exist: compaction, transaction markers), which may finish the read or call for a
-    /// seek to the next range.
+    /// Looks at a fetched message's offset and timestamp: [`Action::Deliver`] when it is the
+    /// next element. An offset past the current range completes that range first (the offsets
+    /// between did not exist: compaction, transaction markers), which may finish the read or
+    /// call for a seek to the next range; so does the first timestamp at or after the range's
+    /// open time end, which freezes the range's last offset just before this message.
     #[inline]
-    pub fn offer(&mut self, offset: i64) -> Action {
+    pub fn offer(&mut self, offset: i64, timestamp: i64) -> Action {
         loop {
             if self.finished || offset < self.next_offset {
                 return Action::Continue;
+            }
+            if let Some(until) = self.current_open_until() {
+                if timestamp >= until {
+                    self.freeze_current_range(offset);
+                }
             }
             if self.current_range_is_past(offset) {
                 match self.advance_range() {
@@ -142,6 +148,59 @@ impl Cursor {
     /// the read ends there).
     pub fn finish(&mut self) {
         self.finished = true;
+    }
+
+    /// The time end the current range still waits for (see [`crate::spec::Range::until`]).
+    #[inline]
+    pub fn current_open_until(&self) -> Option<i64> {
+        self.spec
+            .ranges
+            .get(self.range)
+            .and_then(|r| r.open_until())
+            .filter(|_| !self.finished)
+    }
+
+    /// The wall clock reached `now_ms` while the fetcher is at the end of the log with nothing
+    /// left to emit: a current range whose open time end has passed completes at the position
+    /// (what arrives later is after its end). Returns what the fetcher must do.
+    pub fn time_passed(&mut self, now_ms: i64) -> Action {
+        match self.current_open_until() {
+            Some(until) if until <= now_ms => {
+                self.freeze_current_range(self.next_offset);
+                self.advance_range()
+            }
+            _ => Action::Continue,
+        }
+    }
+
+    /// Freezes the current range's last offset just before `offset` (its time end).
+    fn freeze_current_range(&mut self, offset: i64) {
+        let range = &mut self.spec.ranges[self.range];
+        range.last = last_before(range.start, offset);
+    }
+
+    /// Moves the position back to `target` because it lies beyond the end of the log (an
+    /// explicit `auto.offset.reset`): the current range then starts at `target` at the latest
+    /// (the range's start is rebased, and saved so, when the target lies before it), never
+    /// before the end of the previous range. Returns how many offsets the position moved back
+    /// and the seek, or `None` when the target falls inside ranges already read (the log lost
+    /// what was read).
+    pub fn rewind_to(&mut self, target: i64) -> Option<(u64, Action)> {
+        if self.finished || target >= self.next_offset {
+            return None;
+        }
+        let floor = match self.range {
+            0 => 0,
+            i => self.spec.ranges[i - 1].last.saturating_add(1),
+        };
+        if target < floor {
+            return None;
+        }
+        let rewound = (self.next_offset - target) as u64;
+        let range = &mut self.spec.ranges[self.range];
+        range.start = range.start.min(target);
+        self.next_offset = target;
+        Some((rewound, Action::Seek(target)))
     }
 
     /// Moves the position to `target` because the log no longer holds the offsets before it
@@ -214,7 +273,7 @@ mod tests {
             partition: 0,
             ranges: ranges
                 .iter()
-                .map(|&(start, last)| Range { start, last })
+                .map(|&(start, last)| Range::new(start, last))
                 .collect(),
         }
     }
@@ -227,7 +286,7 @@ mod tests {
     ) -> (Vec<i64>, Vec<Action>) {
         let (mut emitted, mut actions) = (Vec::new(), Vec::new());
         for offset in offsets {
-            match cursor.offer(offset) {
+            match cursor.offer(offset, 0) {
                 Action::Deliver => {
                     emitted.push(offset);
                     match cursor.emitted(offset) {
@@ -273,7 +332,7 @@ mod tests {
         assert_eq!((emitted, actions), (vec![0, 1], vec![Action::Seek(10)]));
         assert_eq!(c.next_offset(), 10);
         // Offsets fetched before the seek took effect are below the position.
-        assert_eq!(c.offer(2), Action::Continue);
+        assert_eq!(c.offer(2, 0), Action::Continue);
         let (emitted, actions) = read(&mut c, [10, 11, 12]);
         assert_eq!((emitted, actions), (vec![10, 11], vec![Action::Finished]));
     }
@@ -396,8 +455,69 @@ mod tests {
     fn a_finished_cursor_delivers_nothing() {
         let mut c = Cursor::restore(spec(&[(0, UNLIMITED)]), 0, false);
         c.finish();
-        assert_eq!(c.offer(0), Action::Continue);
-        assert_eq!(c.offer(100), Action::Continue);
+        assert_eq!(c.offer(0, 0), Action::Continue);
+        assert_eq!(c.offer(100, 0), Action::Continue);
         assert_eq!(c.fetch_from(), None);
+    }
+
+    fn timed(start: i64, until: i64) -> StreamSpec {
+        StreamSpec {
+            topic: "t".into(),
+            partition: 0,
+            ranges: vec![Range {
+                start,
+                last: UNLIMITED,
+                until: Some(until),
+            }],
+        }
+    }
+
+    #[test]
+    fn an_open_time_end_freezes_at_the_first_timestamp_at_or_after_it() {
+        let mut c = Cursor::new(timed(3, 1000));
+        for (offset, ts) in [(3, 500), (4, 999), (5, 2)] {
+            assert_eq!(c.offer(offset, ts), Action::Deliver);
+            assert_eq!(c.emitted(offset), Action::Continue);
+        }
+        // Timestamps may go backwards; the first one at or after the end ends the range.
+        assert_eq!(c.offer(6, 1000), Action::Finished);
+        assert_eq!(c.spec().ranges[0].last, 5);
+        assert_eq!(c.current_open_until(), None);
+        // The frozen range restores like any other: finished at 6.
+        let r = Cursor::restore(c.spec().clone(), 6, false);
+        assert!(r.is_finished());
+        // The first message already past the end: an empty range, not an unlimited one.
+        let mut c = Cursor::new(timed(0, 10));
+        assert_eq!(c.offer(0, 10), Action::Finished);
+        assert!(c.spec().ranges[0].is_empty());
+    }
+
+    #[test]
+    fn a_time_end_passed_by_the_clock_completes_a_caught_up_range() {
+        let mut c = Cursor::new(timed(0, 1000));
+        assert_eq!(c.offer(0, 1), Action::Deliver);
+        c.emitted(0);
+        assert_eq!(c.time_passed(999), Action::Continue);
+        assert_eq!(c.time_passed(1000), Action::Finished);
+        assert_eq!(c.spec().ranges[0].last, 0);
+    }
+
+    #[test]
+    fn a_rewind_moves_back_within_the_current_range_or_rebases_its_start() {
+        // Beyond the log end at the start: the range starts where the reset says.
+        let mut c = Cursor::new(spec(&[(100, UNLIMITED)]));
+        assert_eq!(c.rewind_to(40), Some((60, Action::Seek(40))));
+        assert_eq!((c.next_offset(), c.spec().ranges[0].start), (40, 40));
+        assert_eq!(read(&mut c, [40, 41]).0, [40, 41]);
+        // Inside a later range: never back into a range already read.
+        let mut c = Cursor::restore(spec(&[(0, 4), (10, UNLIMITED)]), 12, false);
+        assert_eq!(c.rewind_to(3), None);
+        assert_eq!(c.rewind_to(7), Some((5, Action::Seek(7))));
+        assert_eq!(c.spec().ranges[1].start, 7);
+        // The rebased position survives a save and restore.
+        let r = Cursor::restore(c.spec().clone(), c.next_offset(), false);
+        assert_eq!(r.fetch_from(), Some(7));
+        // Forward is not a rewind.
+        assert_eq!(c.rewind_to(9), None);
     }
 }

@@ -14,7 +14,8 @@ use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
 
 use crate::client::{
-    create_consumer, is_fatal, is_fatal_code, kafka_error, Consumer, LiveCluster, Rebalance,
+    create_consumer, epoch_ms_now, is_fatal, is_fatal_code, kafka_error, Consumer, LiveCluster,
+    Rebalance,
 };
 use crate::config::ResetPolicy;
 use crate::cursor::{Action, Cursor};
@@ -487,6 +488,7 @@ impl Reader {
         loop {
             let seen = self.wake.generation();
             self.serve_main_queue()?;
+            self.end_passed_time_windows();
             let now = Instant::now();
             self.clock = now;
             let decision = self.step(now)?;
@@ -509,6 +511,24 @@ impl Reader {
                     }
                 }
             }
+        }
+    }
+
+    /// Completes the ranges whose open time end the wall clock has passed while their stream
+    /// sits at the end of its log with nothing to emit (see [`Cursor::time_passed`]).
+    fn end_passed_time_windows(&mut self) {
+        let mut now_ms = None;
+        for index in 0..self.streams.len() {
+            let stream = &mut self.streams[index];
+            if stream.caught_up_since.is_none()
+                || stream.head.is_some()
+                || stream.cursor.current_open_until().is_none()
+            {
+                continue;
+            }
+            let now_ms = *now_ms.get_or_insert_with(epoch_ms_now);
+            let action = stream.cursor.time_passed(now_ms);
+            self.act(index, action);
         }
     }
 
@@ -840,14 +860,14 @@ impl Reader {
     /// stale message, a seek over a gap, the end of the read).
     fn accept(stream: &mut Stream, index: usize, message: RawMessage) -> Action {
         let offset = message.offset();
-        match stream.cursor.offer(offset) {
-            Action::Deliver => {}
-            other => return other,
-        }
         let timestamp = match message.timestamp() {
             ts if ts >= 0 => ts,
             _ => stream.fetched_time,
         };
+        match stream.cursor.offer(offset, timestamp) {
+            Action::Deliver => {}
+            other => return other,
+        }
         stream.fetched_time = stream.fetched_time.max(timestamp);
         stream.caught_up_since = None;
         stream.head = Some(Message {

@@ -30,6 +30,10 @@ pub enum Partitions {
 /// Sentinel for "no last offset".
 pub const UNLIMITED: i64 = -1;
 
+/// Sentinel `last` of an empty range: a time window with no message in it (`"t:0:@T0:@T1"`
+/// where no offset's timestamp falls in [T0, T1)). Every offset is past it.
+pub const EMPTY: i64 = i64::MIN;
+
 /// One parsed subscription entry.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Entry {
@@ -41,8 +45,11 @@ pub struct Entry {
     pub partitions: Partitions,
     /// First offset to read.
     pub start: Start,
-    /// Last offset to read, inclusive; [`UNLIMITED`] for none.
+    /// Last offset to read, inclusive; [`UNLIMITED`] for none (also when `until` ends it).
     pub last: i64,
+    /// `@<epoch-ms>` as the last field: the entry ends before the first message whose
+    /// timestamp is >= this time.
+    pub until: Option<i64>,
 }
 
 /// An inclusive offset range of one partition; `last == UNLIMITED` means open-ended.
@@ -50,14 +57,49 @@ pub struct Entry {
 pub struct Range {
     /// First offset.
     pub start: i64,
-    /// Last offset, inclusive, or [`UNLIMITED`].
+    /// Last offset, inclusive, [`UNLIMITED`], or [`EMPTY`].
     pub last: i64,
+    /// The entry's time end (`@<epoch-ms>` as its last field), kept after `last` froze so a
+    /// checkpoint names its entry. While `last` is [`UNLIMITED`] the range ends at the first
+    /// message whose timestamp is >= this time (the cursor freezes `last` then).
+    pub until: Option<i64>,
 }
 
 impl Range {
+    /// A range from `start` to `last` (inclusive, or [`UNLIMITED`]) without a time end.
+    pub fn new(start: i64, last: i64) -> Self {
+        Range {
+            start,
+            last,
+            until: None,
+        }
+    }
+
     /// Whether `offset` is past this range.
+    #[inline]
     pub fn is_past(&self, offset: i64) -> bool {
         self.last != UNLIMITED && offset > self.last
+    }
+
+    /// Whether the range holds no offset.
+    pub fn is_empty(&self) -> bool {
+        self.last != UNLIMITED && self.last < self.start
+    }
+
+    /// The time end still to be found by reading: a time end whose `last` is not frozen yet.
+    #[inline]
+    pub fn open_until(&self) -> Option<i64> {
+        self.until.filter(|_| self.last == UNLIMITED)
+    }
+}
+
+/// The `last` of a range from `start` that ends just before `offset` ([`EMPTY`] when nothing
+/// lies between).
+pub fn last_before(start: i64, offset: i64) -> i64 {
+    if offset > start {
+        offset - 1
+    } else {
+        EMPTY
     }
 }
 
@@ -218,7 +260,8 @@ pub fn parse_entry(text: &str) -> std::result::Result<Entry, String> {
     let topic = fields[0];
     validate_topic(topic)?;
     let partitions = match fields.get(1) {
-        None => Partitions::All,
+        // `"t"` and `"t::@T0"` alike: every partition.
+        None | Some(&"") => Partitions::All,
         Some(p) => match parse_int(p) {
             Some(p) if (0..=i32::MAX as i64).contains(&p) => Partitions::One(p as i32),
             _ => return Err(format!("partition \"{p}\" is not an integer >= 0")),
@@ -228,13 +271,32 @@ pub fn parse_entry(text: &str) -> std::result::Result<Entry, String> {
         None => Start::Offset(0),
         Some(f) => parse_start(f)?,
     };
-    let last = match fields.get(3) {
-        None => UNLIMITED,
-        Some(f) => match parse_int(f) {
-            Some(l) if l >= UNLIMITED => l,
-            _ => return Err(format!("last \"{f}\" is not an integer >= -1")),
+    let (last, until) = match fields.get(3) {
+        None => (UNLIMITED, None),
+        Some(f) => match (f.strip_prefix('@'), parse_int(f)) {
+            (Some(ms), _) => match parse_int(ms) {
+                Some(ms) if ms >= 0 => (UNLIMITED, Some(ms)),
+                _ => {
+                    return Err(format!(
+                        "last \"{f}\" is not @<epoch-ms> with a non-negative integer"
+                    ))
+                }
+            },
+            (None, Some(l)) if l >= UNLIMITED => (l, None),
+            _ => {
+                return Err(format!(
+                    "last \"{f}\" is not an integer >= -1 or \"@<epoch-ms>\""
+                ))
+            }
         },
     };
+    if let (Start::Timestamp(from), Some(until)) = (start, until) {
+        if until <= from {
+            return Err(format!(
+                "the time window is empty or reversed: end @{until} is not after start @{from}"
+            ));
+        }
+    }
     if let Start::Offset(o) = start {
         if last != UNLIMITED && last < o {
             return Err(format!(
@@ -248,6 +310,7 @@ pub fn parse_entry(text: &str) -> std::result::Result<Entry, String> {
         partitions,
         start,
         last,
+        until,
     })
 }
 
@@ -285,16 +348,10 @@ fn check_static_overlaps(entries: &[Entry]) -> Result<()> {
                 (Partitions::All, _) | (_, Partitions::All) => true,
                 (Partitions::One(p), Partitions::One(q)) if p == q => {
                     match (a.start, b.start) {
-                        (Start::Offset(x), Start::Offset(y)) => ranges_overlap(
-                            Range {
-                                start: x,
-                                last: a.last,
-                            },
-                            Range {
-                                start: y,
-                                last: b.last,
-                            },
-                        ),
+                        // A time end is unknown yet: as far as it may reach, unlimited.
+                        (Start::Offset(x), Start::Offset(y)) => {
+                            ranges_overlap(Range::new(x, a.last), Range::new(y, b.last))
+                        }
                         _ => false, // named starts are checked once resolved
                     }
                 }
@@ -309,6 +366,9 @@ fn check_static_overlaps(entries: &[Entry]) -> Result<()> {
 }
 
 fn ranges_overlap(a: Range, b: Range) -> bool {
+    if a.is_empty() || b.is_empty() {
+        return false;
+    }
     let (lo, hi) = if a.start <= b.start { (a, b) } else { (b, a) };
     lo.last == UNLIMITED || lo.last >= hi.start
 }
@@ -318,15 +378,22 @@ fn ranges_overlap(a: Range, b: Range) -> bool {
 pub trait Cluster {
     /// Number of partitions of `topic` (NotFound when the topic does not exist).
     fn partition_count(&mut self, topic: &str) -> Result<i32>;
-    /// Resolves a named start of one partition to an offset; `last` is the entry's last offset
-    /// (it identifies the entry when several name one partition).
+    /// Resolves a start of one partition to an offset (an explicit one is itself, unless
+    /// frozen otherwise into a checkpoint); `last` and `until` are the
+    /// entry's end (they identify the entry when several name one partition).
     fn resolve_start(
         &mut self,
         topic: &str,
         partition: i32,
         start: Start,
         last: i64,
+        until: Option<i64>,
     ) -> Result<i64>;
+    /// Resolves a time end of one partition read from `start`: the `last` offset before the
+    /// first message whose timestamp is >= `until` ([`last_before`]); when no message has
+    /// such a timestamp yet, the last offset of the log if `until` has passed by the wall
+    /// clock, else [`UNLIMITED`] (the reader finds the end as messages arrive).
+    fn resolve_end(&mut self, topic: &str, partition: i32, start: i64, until: i64) -> Result<i64>;
 }
 
 /// Resolves entries into the streams `assignment` owns: expands the all-partitions form,
@@ -370,20 +437,7 @@ pub fn resolve_streams(
             if !assignment.owns(&entry.topic, partition) {
                 continue;
             }
-            let start = match entry.start {
-                Start::Offset(o) => o,
-                named => cluster.resolve_start(&entry.topic, partition, named, entry.last)?,
-            };
-            if entry.last != UNLIMITED && entry.last < start {
-                return Err(Error::invalid(format!(
-                    "topics entry \"{}\": last {} is below the resolved start offset {start} of {}:{partition}",
-                    entry.text, entry.last, entry.topic
-                )));
-            }
-            let range = Range {
-                start,
-                last: entry.last,
-            };
+            let range = resolve_range(cluster, entry, partition)?;
             match streams
                 .iter()
                 .position(|s| s.topic == entry.topic && s.partition == partition)
@@ -416,6 +470,34 @@ pub fn resolve_streams(
     Ok(Resolved {
         streams,
         partitions,
+    })
+}
+
+/// Resolves the range `entry` reads of `partition`: freezes a named start and a time end.
+pub fn resolve_range(cluster: &mut dyn Cluster, entry: &Entry, partition: i32) -> Result<Range> {
+    // Explicit offsets too: a checkpoint's frozen range may have rebased one (a reset of a
+    // start beyond the log end).
+    let start = cluster.resolve_start(
+        &entry.topic,
+        partition,
+        entry.start,
+        entry.last,
+        entry.until,
+    )?;
+    if entry.last != UNLIMITED && entry.last < start {
+        return Err(Error::invalid(format!(
+            "topics entry \"{}\": last {} is below the resolved start offset {start} of {}:{partition}",
+            entry.text, entry.last, entry.topic
+        )));
+    }
+    let last = match entry.until {
+        Some(until) => cluster.resolve_end(&entry.topic, partition, start, until)?,
+        None => entry.last,
+    };
+    Ok(Range {
+        start,
+        last,
+        until: entry.until,
     })
 }
 
@@ -463,6 +545,10 @@ mod tests {
             ("t:0:-3", "offset \"-3\""),
             ("t:0:@x", "offset \"@x\""),
             ("t:0:5:3", "last 3 is below offset 5"),
+            ("t::@20:@10", "end @10 is not after start @20"),
+            ("t:0:@10:@10", "end @10 is not after start @10"),
+            ("t:0:0:@", "last \"@\""),
+            ("t:0:0:@-5", "last \"@-5\""),
             ("t:0:0:-2", "last \"-2\""),
             ("t:0:0:1:2", "5 fields"),
             ("bad topic", "contains ' '"),
@@ -471,6 +557,61 @@ mod tests {
             let err = parse_entry(text).unwrap_err();
             assert!(err.contains(needle), "{text:?}: {err}");
         }
+    }
+
+    #[test]
+    fn an_empty_partition_field_means_every_partition_and_last_may_be_a_time() {
+        for (text, start) in [
+            ("t::@5", Start::Timestamp(5)),
+            ("t::beginning:-1", Start::Beginning),
+            ("t::end", Start::End),
+            ("t:", Start::Offset(0)),
+        ] {
+            let e = parse_entry(text).unwrap();
+            assert_eq!((e.partitions, e.start), (Partitions::All, start), "{text}");
+        }
+        let e = parse_entry("t::@5:@9").unwrap();
+        assert_eq!(
+            (e.start, e.last, e.until),
+            (Start::Timestamp(5), UNLIMITED, Some(9))
+        );
+        let e = parse_entry("t:3:0:@9").unwrap();
+        assert_eq!(
+            (e.partitions, e.last, e.until),
+            (Partitions::One(3), UNLIMITED, Some(9))
+        );
+        // A time end is unknown before resolution: a later range of the partition may overlap.
+        assert!(parse_entries(&strings(&["t:0:0:@9", "t:0:5:-1"])).is_err());
+    }
+
+    #[test]
+    fn time_ends_freeze_into_ranges_or_stay_open() {
+        // FakeCluster: the first offset with timestamp >= t is t / 10; none from t = 10000 on.
+        let e = parse_entries(&strings(&["a::0:@500", "b:0:@1000:@10000"])).unwrap();
+        let streams = resolve_streams(&e, &mut FakeCluster, Assignment::SOLE)
+            .unwrap()
+            .streams;
+        let with_until = |start, last, until| Range {
+            start,
+            last,
+            until: Some(until),
+        };
+        assert_eq!(streams.len(), 4);
+        assert_eq!(streams[0].ranges, [with_until(0, 49, 500)]);
+        assert_eq!(streams[3].ranges, [with_until(50, UNLIMITED, 10_000)]);
+        // A window without messages is an empty range, never an error nor an unlimited one.
+        let e = parse_entries(&strings(&["b:0:beginning:@5", "b:0:60:@300"])).unwrap();
+        let ranges = &resolve_streams(&e, &mut FakeCluster, Assignment::SOLE)
+            .unwrap()
+            .streams[0]
+            .ranges;
+        assert_eq!(
+            ranges,
+            &[with_until(0, EMPTY, 5), with_until(60, EMPTY, 300)]
+        );
+        assert!(ranges.iter().all(|r| r.is_empty() && r.is_past(r.start)));
+        assert_eq!(last_before(0, 0), EMPTY);
+        assert_eq!(last_before(3, 9), 8);
     }
 
     #[test]
@@ -496,13 +637,27 @@ mod tests {
                 )),
             }
         }
-        fn resolve_start(&mut self, _: &str, partition: i32, start: Start, _: i64) -> Result<i64> {
+        fn resolve_start(
+            &mut self,
+            _: &str,
+            partition: i32,
+            start: Start,
+            _: i64,
+            _: Option<i64>,
+        ) -> Result<i64> {
             Ok(match start {
                 Start::Beginning => 0,
                 Start::End => 100 + partition as i64,
                 Start::Timestamp(_) => 50,
                 Start::Stored => 7,
                 Start::Offset(o) => o,
+            })
+        }
+        // Partition p holds a message with timestamp >= t at offset t / 10 (none from 1000 on).
+        fn resolve_end(&mut self, _: &str, _: i32, start: i64, until: i64) -> Result<i64> {
+            Ok(match until {
+                ..=9_999 => last_before(start, until / 10),
+                _ => UNLIMITED,
             })
         }
     }
@@ -517,13 +672,7 @@ mod tests {
         assert_eq!(names, ["b:0", "a:0", "a:1", "a:2"]);
         assert_eq!(
             streams[0].ranges,
-            [
-                Range { start: 0, last: 4 },
-                Range {
-                    start: 5,
-                    last: UNLIMITED
-                }
-            ]
+            [Range::new(0, 4), Range::new(5, UNLIMITED)]
         );
     }
 

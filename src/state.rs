@@ -3,14 +3,19 @@
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::spec::{
-    resolve_streams, Assignment, Cluster, Entry, Partitions, Range, Start, StreamSpec,
+    resolve_streams, Assignment, Cluster, Entry, Partitions, Range, Start, StreamSpec, EMPTY,
+    UNLIMITED,
 };
 
 const MAGIC: &[u8; 4] = b"KDST";
 /// Current format version. Version 2 added the worker assignment and the subscribed
-/// partitions, version 3 the consumer group of a `subscribe` reader; older states still
-/// decode (version 1: one reader owning everything; 1 and 2: no group membership).
-pub const FORMAT_VERSION: u16 = 3;
+/// partitions, version 3 the consumer group of a `subscribe` reader, version 4 each range's
+/// time end; older states still decode (version 1: one reader owning everything; 1 and 2: no
+/// group membership; 1 to 3: no time ends).
+pub const FORMAT_VERSION: u16 = 4;
+
+/// A range's time end as saved: none.
+const NO_TIME_END: i64 = -1;
 
 /// The saved position of one stream.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -58,10 +63,18 @@ fn put_text(out: &mut Vec<u8>, topic: &str) {
 
 /// Encodes `state`.
 pub fn encode(state: &State) -> Vec<u8> {
+    encode_version(state, FORMAT_VERSION)
+}
+
+/// Encodes `state` in format `version` (2..=[`FORMAT_VERSION`]; older versions for tests of
+/// the decoder, whatever they cannot hold is left out).
+fn encode_version(state: &State, version: u16) -> Vec<u8> {
     let mut out = Vec::with_capacity(16 + state.streams.len() * 64);
     out.extend_from_slice(MAGIC);
-    out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
-    put_text(&mut out, state.group.as_deref().unwrap_or(""));
+    out.extend_from_slice(&version.to_le_bytes());
+    if version >= 3 {
+        put_text(&mut out, state.group.as_deref().unwrap_or(""));
+    }
     out.extend_from_slice(&state.assignment.workers.to_le_bytes());
     out.extend_from_slice(&state.assignment.index.to_le_bytes());
     out.extend_from_slice(&(state.partitions.len() as u32).to_le_bytes());
@@ -77,6 +90,9 @@ pub fn encode(state: &State) -> Vec<u8> {
         for r in &s.spec.ranges {
             out.extend_from_slice(&r.start.to_le_bytes());
             out.extend_from_slice(&r.last.to_le_bytes());
+            if version >= 4 {
+                out.extend_from_slice(&r.until.unwrap_or(NO_TIME_END).to_le_bytes());
+            }
         }
         out.extend_from_slice(&s.next_offset.to_le_bytes());
         out.push(s.finished as u8);
@@ -170,10 +186,17 @@ pub fn decode(bytes: &[u8]) -> Result<State> {
         let nranges = c.u32()? as usize;
         let mut ranges = Vec::with_capacity(nranges.min(c.data.len() / 16));
         for _ in 0..nranges {
-            ranges.push(Range {
-                start: c.i64()?,
-                last: c.i64()?,
-            });
+            let (start, last) = (c.i64()?, c.i64()?);
+            let until = if version >= 4 {
+                match c.i64()? {
+                    NO_TIME_END => None,
+                    ms if ms >= 0 => Some(ms),
+                    _ => return Err(corrupt("bad time end")),
+                }
+            } else {
+                None
+            };
+            ranges.push(Range { start, last, until });
         }
         let next_offset = c.i64()?;
         let finished = match c.take(1)?[0] {
@@ -237,18 +260,36 @@ impl Cluster for Frozen<'_> {
             })
     }
 
-    fn resolve_start(&mut self, topic: &str, partition: i32, _: Start, last: i64) -> Result<i64> {
-        // A named start froze into a saved range start that no explicit entry accounts for.
+    fn resolve_start(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        start: Start,
+        last: i64,
+        until: Option<i64>,
+    ) -> Result<i64> {
+        // A named start froze into a saved range start that no explicit entry accounts for;
+        // an explicit one is as given, or earlier when a reset rebased it (a start beyond the
+        // log end, see `Cursor::rewind_to`).
         for (si, s) in self.saved.iter().enumerate() {
             if s.topic != topic || s.partition != partition {
                 continue;
             }
             for (ri, r) in s.ranges.iter().enumerate() {
-                let explicit = self
-                    .numeric_starts
-                    .iter()
-                    .any(|(t, p, o)| t == topic && *p == partition && *o == r.start);
-                if !explicit && r.last == last && !self.used.contains(&(si, ri)) {
+                let same_end = match until {
+                    Some(_) => r.until == until,
+                    None => r.until.is_none() && r.last == last,
+                };
+                let claimed = |o: i64| {
+                    self.numeric_starts
+                        .iter()
+                        .any(|(t, p, n)| t == topic && *p == partition && *n == o)
+                };
+                let fits = match start {
+                    Start::Offset(o) => r.start == o || (r.start < o && !claimed(r.start)),
+                    _ => !claimed(r.start),
+                };
+                if fits && same_end && !self.used.contains(&(si, ri)) {
                     self.used.push((si, ri));
                     return Ok(r.start);
                 }
@@ -261,6 +302,23 @@ impl Cluster for Frozen<'_> {
             ),
         ))
     }
+
+    fn resolve_end(&mut self, topic: &str, partition: i32, start: i64, until: i64) -> Result<i64> {
+        self.saved
+            .iter()
+            .filter(|s| s.topic == topic && s.partition == partition)
+            .flat_map(|s| &s.ranges)
+            .find(|r| r.start == start && r.until == Some(until))
+            .map(|r| r.last)
+            .ok_or_else(|| {
+                Error::new(
+                    ErrorKind::FailedPrecondition,
+                    format!(
+                        "checkpoint does not match the dataset: no saved range of {topic}:{partition} ends at @{until}"
+                    ),
+                )
+            })
+    }
 }
 
 fn describe(streams: &[StreamSpec]) -> String {
@@ -270,7 +328,11 @@ fn describe(streams: &[StreamSpec]) -> String {
             let ranges: Vec<String> = s
                 .ranges
                 .iter()
-                .map(|r| format!("{}..{}", r.start, r.last))
+                .map(|r| match (r.until, r.last) {
+                    (Some(until), UNLIMITED) => format!("{}..@{until}", r.start),
+                    (_, EMPTY) => format!("{}..(empty)", r.start),
+                    _ => format!("{}..{}", r.start, r.last),
+                })
                 .collect();
             format!("{}[{}]", s.name(), ranges.join(","))
         })
@@ -449,7 +511,7 @@ mod tests {
             partition,
             ranges: ranges
                 .iter()
-                .map(|&(start, last)| Range { start, last })
+                .map(|&(start, last)| Range::new(start, last))
                 .collect(),
         }
     }
@@ -527,8 +589,8 @@ mod tests {
     #[test]
     fn rejects_future_versions_by_number() {
         let mut b = encode(&sample());
-        b[4] = 4;
-        assert!(decode(&b).unwrap_err().message.contains("format version 4"));
+        b[4] = 5;
+        assert!(decode(&b).unwrap_err().message.contains("format version 5"));
     }
 
     #[test]
@@ -542,15 +604,63 @@ mod tests {
 
     #[test]
     fn decodes_version_2_states() {
-        // Version 2 is version 3 without the group name that follows the version number.
-        let mut v2 = encode(&sample());
-        v2.truncate(v2.len() - 4);
-        assert_eq!(&v2[6..10], &[0, 0, 0, 0], "empty group name");
-        v2.drain(6..10);
-        v2[4] = 2;
-        let crc = crc32(&v2);
-        v2.extend_from_slice(&crc.to_le_bytes());
+        // Version 2: no group name, no time ends.
+        let v2 = encode_version(&sample(), 2);
+        assert_eq!(&v2[4..6], &[2, 0]);
         assert_eq!(decode(&v2).unwrap(), sample());
+        // Version 3: no time ends.
+        let v3 = encode_version(&sample(), 3);
+        assert_eq!(v3.len() + 8 * 3, encode(&sample()).len(), "3 ranges");
+        assert_eq!(decode(&v3).unwrap(), sample());
+    }
+
+    #[test]
+    fn identity_accepts_frozen_time_ends_and_rebased_starts_only() {
+        let entries = parse_entries(&["a:0:100:-1".into(), "a:1:beginning:@500".into()]).unwrap();
+        let timed = |last, until| StreamSpec {
+            topic: "a".into(),
+            partition: 1,
+            ranges: vec![Range {
+                start: 3,
+                last,
+                until: Some(until),
+            }],
+        };
+        let state = |first: StreamSpec, second: StreamSpec| sole(vec![first, second]);
+        for (first, second) in [
+            (stream("a", 0, &[(100, -1)]), timed(49, 500)),
+            // A reset rebased the start (it lay beyond the log end); the end is still open.
+            (stream("a", 0, &[(40, -1)]), timed(UNLIMITED, 500)),
+            (stream("a", 0, &[(0, -1)]), timed(EMPTY, 500)),
+        ] {
+            check_identity(&entries, Assignment::SOLE, &state(first, second)).unwrap();
+        }
+        for (first, second) in [
+            (stream("a", 0, &[(101, -1)]), timed(49, 500)),
+            (stream("a", 0, &[(100, -1)]), timed(49, 600)),
+            (stream("a", 0, &[(100, -1)]), stream("a", 1, &[(3, 49)])),
+        ] {
+            let e = check_identity(&entries, Assignment::SOLE, &state(first, second)).unwrap_err();
+            assert_eq!(e.kind, ErrorKind::FailedPrecondition, "{e}");
+        }
+    }
+
+    #[test]
+    fn round_trips_time_ends_and_empty_ranges() {
+        let mut state = sample();
+        state.streams[0].spec.ranges = vec![
+            Range {
+                start: 0,
+                last: EMPTY,
+                until: Some(5),
+            },
+            Range {
+                start: 7,
+                last: UNLIMITED,
+                until: Some(1_700_000_000_000),
+            },
+        ];
+        assert_eq!(decode(&encode(&state)).unwrap(), state);
     }
 
     #[test]

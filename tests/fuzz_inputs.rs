@@ -467,6 +467,7 @@ fn random_state(rng: &mut Rng) -> State {
                     .map(|_| Range {
                         start: int(rng),
                         last: int(rng),
+                        until: (rng.below(2) == 1).then(|| int(rng).max(0)),
                     })
                     .collect(),
             },

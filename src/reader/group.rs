@@ -104,10 +104,7 @@ impl Membership {
                     spec: StreamSpec {
                         topic,
                         partition,
-                        ranges: vec![Range {
-                            start,
-                            last: UNLIMITED,
-                        }],
+                        ranges: vec![Range::new(start, UNLIMITED)],
                     },
                     next_offset: start,
                     finished: false,
