@@ -324,6 +324,51 @@ impl LiveCluster<'_> {
     }
 }
 
+impl LiveCluster<'_> {
+    /// The end of the log (next offset) of each of `partitions`, in one request per leader.
+    pub(crate) fn log_ends(&self, partitions: &[(&str, i32)]) -> Result<Vec<i64>> {
+        with_retries(self.deadline, |wait| {
+            let mut tpl = TopicPartitionList::new();
+            for &(topic, partition) in partitions {
+                // ListOffsets "latest": the offsets-for-times request with the special time.
+                tpl.add_partition_offset(topic, partition, Offset::End)
+                    .map_err(|e| kafka_error(&format!("{topic}:{partition}"), &e))?;
+            }
+            let found = self
+                .consumer
+                .offsets_for_times(tpl, wait)
+                .map_err(|e| kafka_error("the ends of the logs", &e))?;
+            partitions
+                .iter()
+                .map(|&(topic, partition)| {
+                    let what = || format!("the end of the log of {topic}:{partition}");
+                    match found
+                        .find_partition(topic, partition)
+                        .map(|e| (e.offset(), e.error()))
+                    {
+                        Some((_, Err(e))) => Err(kafka_error(&what(), &e)),
+                        Some((Offset::Offset(o), Ok(()))) if o >= 0 => Ok(o),
+                        other => Err(Error::new(
+                            ErrorKind::Unavailable,
+                            format!("{}: no answer ({other:?})", what()),
+                        )),
+                    }
+                })
+                .collect()
+        })
+    }
+
+    /// The start of the log (its first offset) of `topic:partition`.
+    pub(crate) fn log_start(&self, topic: &str, partition: i32) -> Result<i64> {
+        with_retries(self.deadline, |wait| {
+            self.consumer
+                .fetch_watermarks(topic, partition, wait)
+                .map(|(low, _)| low)
+                .map_err(|e| kafka_error(&format!("watermarks of {topic}:{partition}"), &e))
+        })
+    }
+}
+
 /// The wall clock in ms since the epoch (a clock before 1970 reads as 0).
 pub(crate) fn epoch_ms_now() -> i64 {
     std::time::SystemTime::now()

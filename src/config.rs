@@ -52,14 +52,15 @@ pub struct Settings {
     pub prefetch_budget_mb: u64,
 }
 
-/// What to do when a position is no longer in the log (records deleted, e.g. by retention):
-/// `auto.offset.reset` as the user set it. The reader applies it itself, so that what it
-/// skips is counted and logged (librdkafka's own reset is silent). It applies below the log
-/// start only: a position beyond the log end keeps its own rule (ends with `eof`, else
-/// InvalidArgument).
+/// What to do when a position is out of the log's range: below its start (records deleted,
+/// e.g. by retention) or beyond its end (a start offset past it, a truncated or recreated
+/// log): `auto.offset.reset` as the user set it, as in librdkafka. The reader applies it
+/// itself, so that what it skips or rewinds is counted and logged (librdkafka's own reset is
+/// silent). Without it ([`Settings::reset_policy`] is `None`): DataLoss below the log start;
+/// beyond the end the partition ends with `eof`, else InvalidArgument.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ResetPolicy {
-    /// DataLoss (the default, and `error`).
+    /// Fail (`error`): DataLoss below the log start, InvalidArgument beyond its end.
     Fail,
     /// Continue at the log start (`earliest`, `smallest`, `beginning`).
     Earliest,
@@ -345,16 +346,17 @@ impl Settings {
         })
     }
 
-    /// The user's `auto.offset.reset` (topic properties win over global ones).
-    pub fn reset_policy(&self) -> ResetPolicy {
+    /// The user's `auto.offset.reset` (topic properties win over global ones); `None` when
+    /// not set.
+    pub fn reset_policy(&self) -> Option<ResetPolicy> {
         let value = last_value(&self.topic, "auto.offset.reset")
             .or_else(|| last_value(&self.global, "auto.offset.reset"))
-            .and_then(|v| resolve_reference("auto.offset.reset", v).ok());
-        match value.map(|v| v.trim().to_ascii_lowercase()).as_deref() {
-            Some("earliest" | "smallest" | "beginning") => ResetPolicy::Earliest,
-            Some("latest" | "largest" | "end") => ResetPolicy::Latest,
+            .and_then(|v| resolve_reference("auto.offset.reset", v).ok())?;
+        Some(match value.trim().to_ascii_lowercase().as_str() {
+            "earliest" | "smallest" | "beginning" => ResetPolicy::Earliest,
+            "latest" | "largest" | "end" => ResetPolicy::Latest,
             _ => ResetPolicy::Fail,
-        }
+        })
     }
 
     /// Builds the consumer configuration: our defaults, then the user's properties (with
@@ -531,25 +533,28 @@ mod tests {
                 .unwrap()
                 .reset_policy()
         };
-        assert_eq!(policy(&[], &[]), ResetPolicy::Fail);
-        assert_eq!(policy(&["auto.offset.reset=error"], &[]), ResetPolicy::Fail);
+        assert_eq!(policy(&[], &[]), None);
+        assert_eq!(
+            policy(&["auto.offset.reset=error"], &[]),
+            Some(ResetPolicy::Fail)
+        );
         assert_eq!(
             policy(&["auto.offset.reset=smallest"], &[]),
-            ResetPolicy::Earliest
+            Some(ResetPolicy::Earliest)
         );
         assert_eq!(
             policy(&[], &["auto.offset.reset=latest"]),
-            ResetPolicy::Latest
+            Some(ResetPolicy::Latest)
         );
         // Topic properties win over global ones.
         assert_eq!(
             policy(&["auto.offset.reset=earliest"], &["auto.offset.reset=end"]),
-            ResetPolicy::Earliest
+            Some(ResetPolicy::Earliest)
         );
         std::env::set_var("KD_TEST_RESET_POLICY", "latest");
         assert_eq!(
             policy(&["auto.offset.reset=${env:KD_TEST_RESET_POLICY}"], &[]),
-            ResetPolicy::Latest
+            Some(ResetPolicy::Latest)
         );
         // librdkafka never resets by itself.
         let config = Settings::new("h:1", "", &[], &items(&["auto.offset.reset=earliest"]))

@@ -116,6 +116,8 @@ struct Stream {
     committed: i64,
     /// Offsets skipped by the reset policy (the log no longer held them).
     skipped: u64,
+    /// Offsets the reset policy moved the position back (it lay beyond the log end).
+    rewound: u64,
     /// Position and watermark as the stats show them: the position stored on every emitted
     /// element and whenever the partitions are published, the watermark whenever fetched
     /// messages are taken.
@@ -134,6 +136,7 @@ impl Stream {
             queue: None,
             committed: -1,
             skipped: 0,
+            rewound: 0,
             shared: Arc::new(SharedPosition::new(state.next_offset)),
         }
     }
@@ -263,23 +266,21 @@ impl Reader {
     /// first read. A group member (`subscribe`) only checks that its topics exist: the group
     /// assigns its partitions once it reads.
     pub fn new(spec: &DatasetSpec) -> Result<Self> {
-        let resolved = {
-            // Only the `stored` start needs the group (committed offsets); without it the probe
-            // closes at once.
-            let probe = create_consumer(
-                spec,
-                spec.entries.len(),
-                spec.uses_stored_offsets(),
-                None::<fn()>,
-            )?;
-            let mut cluster = LiveCluster {
-                consumer: &probe,
-                deadline: spec.metadata_deadline(),
-                group: &spec.settings.group,
-                servers: &spec.settings.servers,
-            };
-            resolve_streams(&spec.entries, &mut cluster, spec.assignment)?
+        // Only the `stored` start needs the group (committed offsets); without it the probe
+        // closes at once.
+        let probe = create_consumer(
+            spec,
+            spec.entries.len(),
+            spec.uses_stored_offsets(),
+            None::<fn()>,
+        )?;
+        let mut cluster = LiveCluster {
+            consumer: &probe,
+            deadline: spec.metadata_deadline(),
+            group: &spec.settings.group,
+            servers: &spec.settings.servers,
         };
+        let resolved = resolve_streams(&spec.entries, &mut cluster, spec.assignment)?;
         let streams = if spec.subscribe {
             Vec::new()
         } else {
@@ -325,7 +326,75 @@ impl Reader {
             partitions: resolved.partitions,
             streams,
         });
+        reader.check_starts(&cluster)?;
         Ok(reader)
+    }
+
+    /// Applies the reset policy to starts beyond the end of the log, found now, when the
+    /// iterator starts (the broker's answer to the first fetch would depend on what was
+    /// produced meanwhile): an explicit earliest/latest moves the start back (counted as
+    /// rewound, logged); without a policy the partition ends there with eof; otherwise
+    /// InvalidArgument naming the entry.
+    fn check_starts(&mut self, cluster: &LiveCluster) -> Result<()> {
+        // A start at 0 is never beyond the end: no request for the common whole-topic read.
+        let candidates: Vec<usize> = (0..self.streams.len())
+            .filter(|&i| self.streams[i].next_offset() > 0)
+            .collect();
+        if candidates.is_empty() {
+            return Ok(());
+        }
+        let partitions: Vec<(&str, i32)> = candidates
+            .iter()
+            .map(|&i| {
+                let spec = self.streams[i].spec();
+                (spec.topic.as_str(), spec.partition)
+            })
+            .collect();
+        let ends = cluster.log_ends(&partitions)?;
+        let policy = self.spec.settings.reset_policy();
+        for (&index, high) in candidates.iter().zip(ends) {
+            let stream = &mut self.streams[index];
+            let offset = stream.next_offset();
+            if offset <= high {
+                continue;
+            }
+            let (topic, partition) = (&stream.spec().topic, stream.spec().partition);
+            let target = match policy {
+                Some(ResetPolicy::Earliest) => cluster.log_start(topic, partition)?,
+                Some(ResetPolicy::Latest) => high,
+                None if self.spec.eof => {
+                    stream.cursor.finish();
+                    continue;
+                }
+                _ => {
+                    let entry = self
+                        .spec
+                        .entries
+                        .iter()
+                        .find(|e| e.topic == *topic && e.names(partition))
+                        .map_or(String::new(), |e| format!("topics entry \"{}\": ", e.text));
+                    let name = stream.spec().name();
+                    return Err(beyond_end_error(
+                        &format!("{entry}{name}"),
+                        offset,
+                        high,
+                        policy,
+                    ));
+                }
+            };
+            let (rewound, _) = stream
+                .cursor
+                .rewind_to(target)
+                .expect("a first range's start moves back to any earlier offset");
+            stream.rewound += rewound;
+            self.published.count_rewound(rewound);
+            eprintln!(
+                "kafka-dataset: {}: start offset {offset} is beyond the end of the log (next offset {high}); auto.offset.reset={} starts at {target}, {rewound} offsets back",
+                stream.spec().name(),
+                policy_name(policy),
+            );
+        }
+        Ok(())
     }
 
     /// Makes `state` the position (the reader is not connected).
@@ -424,6 +493,7 @@ impl Reader {
                     position: s.shared_position(),
                     finished: s.finished(),
                     skipped: s.skipped,
+                    rewound: s.rewound,
                 }));
             });
         }
@@ -769,9 +839,10 @@ impl Reader {
     }
 
     /// Handles a fatal consumption error of stream `index`. The broker refusing the position
-    /// means DataLoss below the log start (unless the user's reset policy skips to the log's
-    /// start or end); beyond the log end the stream ends with `eof`, and without it the entry
-    /// asks for offsets that do not exist yet: InvalidArgument.
+    /// as out of range applies the user's `auto.offset.reset` at either end of the log
+    /// (DESIGN.md §2.6): below the log start it skips ahead, beyond the end it moves back.
+    /// Without one: DataLoss below the log start; beyond the end the stream ends with eof,
+    /// and without it the position asks for offsets that do not exist: InvalidArgument.
     fn consumption_error(&mut self, index: usize, e: &KafkaError) -> Result<()> {
         let stream = &self.streams[index];
         let (name, offset) = (stream.spec().name(), stream.next_offset());
@@ -785,20 +856,13 @@ impl Reader {
             stream.spec().partition,
             Duration::from_secs(5),
         );
-        match watermarks {
-            Ok((_, high)) if offset >= high && self.spec.eof => {
-                self.streams[index].cursor.finish();
-                self.act(index, Action::Finished);
-                Ok(())
-            }
-            Ok((_, high)) if offset >= high => Err(Error::invalid(format!(
-                "{name}: offset {offset} is beyond the end of the log (next offset {high})"
-            ))),
-            Ok((low, high)) if policy != ResetPolicy::Fail => {
+        match (watermarks, policy) {
+            (Ok((low, high)), _) if offset >= high => self.beyond_end(index, policy, low, high),
+            (Ok((low, high)), Some(policy @ (ResetPolicy::Earliest | ResetPolicy::Latest))) => {
                 self.skip_lost(index, policy, low, high);
                 Ok(())
             }
-            other => {
+            (other, _) => {
                 let range = other
                     .map(|(low, high)| format!(" (the log holds offsets {low}..{high})"))
                     .unwrap_or_default();
@@ -810,6 +874,53 @@ impl Reader {
                 ))
             }
         }
+    }
+
+    /// Applies `policy` to stream `index`, whose position lies at or beyond the log end
+    /// `high`: an explicit earliest/latest moves it back to `low`/`high` (counted, logged);
+    /// without a policy the stream ends with eof; otherwise InvalidArgument.
+    fn beyond_end(
+        &mut self,
+        index: usize,
+        policy: Option<ResetPolicy>,
+        low: i64,
+        high: i64,
+    ) -> Result<()> {
+        let stream = &mut self.streams[index];
+        let (name, offset) = (stream.spec().name(), stream.next_offset());
+        let target = match policy {
+            None if self.spec.eof => {
+                stream.cursor.finish();
+                self.act(index, Action::Finished);
+                return Ok(());
+            }
+            Some(ResetPolicy::Earliest) => low,
+            Some(ResetPolicy::Latest) => high,
+            _ => return Err(beyond_end_error(&name, offset, high, policy)),
+        };
+        if target == offset {
+            // The log grew back to the position meanwhile: fetch there again.
+            self.refetch(index, offset);
+            return Ok(());
+        }
+        let Some((rewound, _)) = stream.cursor.rewind_to(target) else {
+            return Err(Error::new(
+                ErrorKind::DataLoss,
+                format!(
+                    "{name}: the log now ends at offset {high}, before offsets this iterator already read (it was truncated or recreated)"
+                ),
+            ));
+        };
+        stream.rewound += rewound;
+        self.published.count_rewound(rewound);
+        stream.head = None;
+        stream.pending.clear();
+        eprintln!(
+            "kafka-dataset: {name}: offset {offset} is beyond the end of the log (it holds {low}..{high}); auto.offset.reset={} continues at {target}, {rewound} offsets back",
+            policy_name(policy),
+        );
+        self.refetch(index, target);
+        Ok(())
     }
 
     /// Applies reset `policy` to stream `index`, whose position is below the log start
@@ -831,27 +942,32 @@ impl Reader {
         eprintln!(
             "kafka-dataset: {}: offsets from {from} are no longer in the log (it holds {low}..{high}); auto.offset.reset={} continues at {}, skipping {skipped} offsets",
             stream.spec().name(),
-            if policy == ResetPolicy::Earliest { "earliest" } else { "latest" },
+            policy_name(Some(policy)),
             stream.next_offset(),
         );
         if let Action::Seek(position) = action {
-            // librdkafka stopped this partition's fetcher on the error, and a seek needs a
-            // running one: assign the partition again at the new position. Best effort: were
-            // it to fail, the read waits (and the stats show the lag) instead of losing more.
-            let spec = self.streams[index].spec();
-            let consumer = self.consumer.as_ref().expect("connected");
-            let mut tpl = TopicPartitionList::new();
-            tpl.add_partition(&spec.topic, spec.partition);
-            let _ = consumer.incremental_unassign(&tpl);
-            let mut tpl = TopicPartitionList::new();
-            if tpl
-                .add_partition_offset(&spec.topic, spec.partition, Offset::Offset(position))
-                .is_ok()
-            {
-                let _ = consumer.incremental_assign(&tpl);
-            }
+            self.refetch(index, position);
         } else {
             self.act(index, action);
+        }
+    }
+
+    /// Starts stream `index`'s fetcher again at `position` after an out-of-range error:
+    /// librdkafka stopped the partition's fetcher on the error, and a seek needs a running
+    /// one, so the partition is assigned again. Best effort: were it to fail, the read waits
+    /// (and the stats show the lag) instead of losing more.
+    fn refetch(&mut self, index: usize, position: i64) {
+        let spec = self.streams[index].spec();
+        let consumer = self.consumer.as_ref().expect("connected");
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition(&spec.topic, spec.partition);
+        let _ = consumer.incremental_unassign(&tpl);
+        let mut tpl = TopicPartitionList::new();
+        if tpl
+            .add_partition_offset(&spec.topic, spec.partition, Offset::Offset(position))
+            .is_ok()
+        {
+            let _ = consumer.incremental_assign(&tpl);
         }
     }
 
@@ -1106,6 +1222,27 @@ impl Reader {
             }
         }
     }
+}
+
+/// `auto.offset.reset` as the log lines name it.
+fn policy_name(policy: Option<ResetPolicy>) -> &'static str {
+    match policy {
+        Some(ResetPolicy::Earliest) => "earliest",
+        Some(ResetPolicy::Latest) => "latest",
+        Some(ResetPolicy::Fail) => "error",
+        None => "(not set)",
+    }
+}
+
+/// A position beyond the end of the log that no reset policy moves back.
+fn beyond_end_error(name: &str, offset: i64, high: i64, policy: Option<ResetPolicy>) -> Error {
+    let why = match policy {
+        Some(ResetPolicy::Fail) => "auto.offset.reset=error",
+        _ => "set auto.offset.reset=earliest|latest in config_topic to reset the position, or eof=True to end the partition there",
+    };
+    Error::invalid(format!(
+        "{name}: offset {offset} is beyond the end of the log (next offset {high}); {why}"
+    ))
 }
 
 /// At most this many elements are emitted in a row at a cached clock before [`Reader::next`]

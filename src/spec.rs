@@ -52,6 +52,16 @@ pub struct Entry {
     pub until: Option<i64>,
 }
 
+impl Entry {
+    /// Whether this entry names partition `partition` of its topic.
+    pub fn names(&self, partition: i32) -> bool {
+        match self.partitions {
+            Partitions::All => true,
+            Partitions::One(p) => p == partition,
+        }
+    }
+}
+
 /// An inclusive offset range of one partition; `last == UNLIMITED` means open-ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Range {

@@ -33,6 +33,9 @@ pub struct Counters {
     /// Offsets the entries wanted that the opt-in reset policy skipped because the position
     /// was below the log start (with `latest`, also those still in the log).
     pub skipped: u64,
+    /// How far the opt-in reset policy moved positions back because they lay beyond the end
+    /// of the log (a start offset past it, a log that was truncated or recreated).
+    pub rewound: u64,
 }
 
 /// What a reader's stream updates as it reads, for the stats to show at any time.
@@ -68,6 +71,8 @@ pub struct PartitionStats {
     pub finished: bool,
     /// Offsets of this partition skipped by the reset policy (see [`Counters::skipped`]).
     pub skipped: u64,
+    /// How far the reset policy moved this partition back (see [`Counters::rewound`]).
+    pub rewound: u64,
 }
 
 impl PartitionStats {
@@ -116,6 +121,7 @@ pub struct Published {
     late: AtomicU64,
     idle_passes: AtomicU64,
     skipped: AtomicU64,
+    rewound: AtomicU64,
     partitions: Mutex<Vec<PartitionStats>>,
 }
 
@@ -142,6 +148,7 @@ pub fn register(topics: Vec<String>, group: String) -> Arc<Published> {
         late: AtomicU64::new(0),
         idle_passes: AtomicU64::new(0),
         skipped: AtomicU64::new(0),
+        rewound: AtomicU64::new(0),
         partitions: Mutex::default(),
     });
     registry.next_id += 1;
@@ -173,6 +180,12 @@ impl Published {
         bump(&self.skipped, offsets);
     }
 
+    /// Counts offsets a position moved back by the reset policy. Only the owning reader calls
+    /// this.
+    pub fn count_rewound(&self, offsets: u64) {
+        bump(&self.rewound, offsets);
+    }
+
     /// The counters now.
     pub fn counters(&self) -> Counters {
         Counters {
@@ -181,6 +194,7 @@ impl Published {
             late: self.late.load(Ordering::Relaxed),
             idle_passes: self.idle_passes.load(Ordering::Relaxed),
             skipped: self.skipped.load(Ordering::Relaxed),
+            rewound: self.rewound.load(Ordering::Relaxed),
         }
     }
 
@@ -203,8 +217,8 @@ impl Published {
         json_string(out, &self.group);
         let _ = write!(
             out,
-            ",\"messages\":{},\"bytes\":{},\"late_elements\":{},\"idle_passes\":{},\"skipped_offsets\":{},\"lag\":",
-            c.messages, c.bytes, c.late, c.idle_passes, c.skipped
+            ",\"messages\":{},\"bytes\":{},\"late_elements\":{},\"idle_passes\":{},\"skipped_offsets\":{},\"rewound_offsets\":{},\"lag\":",
+            c.messages, c.bytes, c.late, c.idle_passes, c.skipped, c.rewound
         );
         json_optional(out, total_lag(&partitions));
         out.push_str(",\"partitions\":[");
@@ -226,8 +240,8 @@ impl Published {
             json_optional(out, p.lag());
             let _ = write!(
                 out,
-                ",\"finished\":{},\"skipped_offsets\":{}}}",
-                p.finished, p.skipped
+                ",\"finished\":{},\"skipped_offsets\":{},\"rewound_offsets\":{}}}",
+                p.finished, p.skipped, p.rewound
             );
         }
         out.push_str("]}");
@@ -239,7 +253,7 @@ impl Published {
         let seconds = elapsed.as_secs_f64().max(1e-3);
         let lag = total_lag(&self.partitions.lock());
         format!(
-            "kafka-dataset: iterator {} ({}): {} messages ({:.0}/s), {:.1} MiB ({:.2} MiB/s), lag {}, late {}, idle passes {}, skipped {}",
+            "kafka-dataset: iterator {} ({}): {} messages ({:.0}/s), {:.1} MiB ({:.2} MiB/s), lag {}, late {}, idle passes {}, skipped {}, rewound {}",
             self.id,
             self.topics.join(","),
             c.messages,
@@ -249,15 +263,17 @@ impl Published {
             lag.map_or_else(|| "unknown".to_string(), |l| l.to_string()),
             c.late,
             c.idle_passes,
-            c.skipped
+            c.skipped,
+            c.rewound
         )
     }
 }
 
 /// Every live reader's published counters and partitions, as a JSON document:
 /// `{"iterators": [{"id", "topics", "group", "messages", "bytes", "late_elements",
-/// "idle_passes", "skipped_offsets", "lag", "partitions": [{"topic", "partition",
-/// "next_offset", "high_watermark", "lag", "finished", "skipped_offsets"}]}]}`; unknown
+/// "idle_passes", "skipped_offsets", "rewound_offsets", "lag", "partitions": [{"topic",
+/// "partition", "next_offset", "high_watermark", "lag", "finished", "skipped_offsets",
+/// "rewound_offsets"}]}]}`; unknown
 /// values are `null`.
 pub fn snapshot_json() -> String {
     let readers: Vec<Arc<Published>> = REGISTRY
@@ -353,6 +369,7 @@ mod tests {
             position: Arc::new(position),
             finished,
             skipped: 0,
+            rewound: 0,
         }
     }
 
@@ -371,13 +388,14 @@ mod tests {
         published.count_element(10, true, false);
         published.count_element(10, true, true);
         published.count_skipped(4);
+        published.count_rewound(6);
         published.set_partitions(|p| {
             p.push(partition(3, 10, false));
             p.push(partition(2, -1, false));
         });
         let id = published.id();
         let json = snapshot_json();
-        let mine = format!("{{\"id\":{id},\"topics\":[\"a\\\"b\"],\"group\":\"g\\\\1\\u000a\",\"messages\":3,\"bytes\":30,\"late_elements\":1,\"idle_passes\":2,\"skipped_offsets\":4,\"lag\":null,");
+        let mine = format!("{{\"id\":{id},\"topics\":[\"a\\\"b\"],\"group\":\"g\\\\1\\u000a\",\"messages\":3,\"bytes\":30,\"late_elements\":1,\"idle_passes\":2,\"skipped_offsets\":4,\"rewound_offsets\":6,\"lag\":null,");
         assert!(json.contains(&mine), "{json}");
         assert!(
             json.contains("\"high_watermark\":10,\"lag\":7,")

@@ -1265,11 +1265,11 @@ fn restore_within(
     rx.recv_timeout(limit).ok().map(|err| err.0)
 }
 
-/// Byte ranges of a version-3 state holding the partition numbers of its `partitions` list
+/// Byte ranges of a version-4 state holding the partition numbers of its `partitions` list
 /// (the partitions the reader owned), parsed by the documented layout: magic, version, group
 /// text, workers, index, count, then `count` × (text, i32). Texts are a u32 length + bytes.
 fn owned_partition_fields(state: &[u8]) -> Vec<std::ops::Range<usize>> {
-    assert_eq!(&state[..6], b"KDST\x03\x00", "a version-3 state");
+    assert_eq!(&state[..6], b"KDST\x04\x00", "a version-4 state");
     let u32_at = |at: usize| u32::from_le_bytes(state[at..at + 4].try_into().unwrap()) as usize;
     let mut at = 6;
     at += 4 + u32_at(at); // group
@@ -1435,7 +1435,7 @@ fn stats_show_a_live_readers_counters_and_free_back_to_the_baseline() {
         // left to read.
         let bytes: usize = MESSAGES.iter().map(|m| m.3.len() + m.4.len()).sum();
         let summary = format!(
-            "\"topics\":[\"{TOPIC}\"],\"group\":\"\",\"messages\":{},\"bytes\":{bytes},\"late_elements\":0,\"idle_passes\":0,\"skipped_offsets\":0,\"lag\":0,",
+            "\"topics\":[\"{TOPIC}\"],\"group\":\"\",\"messages\":{},\"bytes\":{bytes},\"late_elements\":0,\"idle_passes\":0,\"skipped_offsets\":0,\"rewound_offsets\":0,\"lag\":0,",
             MESSAGES.len()
         );
         assert!(json.contains(&summary), "{summary} not in {json}");

@@ -199,7 +199,7 @@ fn lines(input: &[u8]) -> Vec<String> {
 const ENTRY_TOKENS: &[&[u8]] = &[
     b":", b"@", b"-", b"-1", b"0", b"\n", b"beginning", b"end", b"stored", b"2147483647",
     b"2147483648", b"9223372036854775807", b"9223372036854775808", b"-0", b"+1", b" ",
-    "é".as_bytes(), "🦀".as_bytes(), "٣".as_bytes(), b"\0", b"..", b"::", &[b'a'; 250],
+    "é".as_bytes(), "🦀".as_bytes(), "٣".as_bytes(), b"\0", b"..", b"::", b":@", b"::@1:@2", &[b'a'; 250],
 ];
 
 #[test]
@@ -253,7 +253,7 @@ fn check_fields(e: &Entry, text: &str) {
     assert_eq!((e.text.as_str(), e.topic.as_str()), (text, fields[0]));
     assert!(validate_topic(&e.topic).is_ok(), "{text:?}");
     let partition = match (e.partitions, fields.get(1)) {
-        (Partitions::All, None) => -1,
+        (Partitions::All, None | Some(&"")) => -1,
         (Partitions::One(p), Some(f)) if p >= 0 && int(f) == Some(p.into()) => p,
         other => panic!("{text:?}: partitions {other:?}"),
     };
@@ -266,18 +266,22 @@ fn check_fields(e: &Entry, text: &str) {
         (Start::Stored, Some("stored")) => fields[2].into(),
         other => panic!("{text:?}: start {other:?}"),
     };
-    match (e.last, fields.get(3)) {
-        (UNLIMITED, None) => {}
-        (l, Some(f)) if l >= UNLIMITED && int(f) == Some(l) => {}
+    let last = match (e.last, e.until, fields.get(3)) {
+        (UNLIMITED, None, None) => UNLIMITED.to_string(),
+        (l, None, Some(f)) if l >= UNLIMITED && int(f) == Some(l) => l.to_string(),
+        (UNLIMITED, Some(t), Some(f)) if t >= 0 && timestamp(f) == Some(t) => format!("@{t}"),
         other => panic!("{text:?}: last {other:?}"),
+    };
+    if let (Start::Timestamp(from), Some(until)) = (e.start, e.until) {
+        assert!(until > from, "{text:?}: empty time window");
     }
     if let Start::Offset(o) = e.start {
         assert!(e.last == UNLIMITED || e.last >= o, "{text:?}: empty range");
     }
     if partition >= 0 {
         // The canonical spelling parses to the same entry.
-        let again = parse_entry(&format!("{}:{partition}:{start}:{}", e.topic, e.last));
-        let parsed = |e: Entry| (e.partitions, e.start, e.last);
+        let again = parse_entry(&format!("{}:{partition}:{start}:{last}", e.topic));
+        let parsed = |e: Entry| (e.partitions, e.start, e.last, e.until);
         assert_eq!(again.map(parsed), Ok(parsed(e.clone())), "{text:?}");
     }
 }

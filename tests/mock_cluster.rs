@@ -464,20 +464,55 @@ fn a_start_beyond_the_log_end_ends_with_eof_and_is_refused_without() {
     c.flush();
     let mut r = Reader::new(&spec(&c.servers(), &["short:0:50"], true, 100)).unwrap();
     assert!(read(&mut r, usize::MAX, Duration::from_secs(10)).is_empty());
-    let mut r = Reader::new(&spec(&c.servers(), &["short:0:50"], false, 100)).unwrap();
-    let stop = Instant::now() + Duration::from_secs(10);
-    let err = loop {
-        assert!(
-            Instant::now() < stop,
-            "no error for an offset beyond the end"
-        );
-        if let Err(e) = r.next(WAIT) {
-            break e;
-        }
-    };
+    // Found when the iterator starts, not at the broker's first answer.
+    let err = Reader::new(&spec(&c.servers(), &["short:0:50"], false, 100))
+        .err()
+        .expect("no error for an offset beyond the end");
     assert_eq!(err.kind, ErrorKind::InvalidArgument, "{}", err.message);
     assert!(
-        err.message.contains("short:0") && err.message.contains("beyond the end"),
+        err.message.contains("\"short:0:50\"")
+            && err.message.contains("offset 50 is beyond the end")
+            && err.message.contains("next offset 3"),
+        "{}",
+        err.message
+    );
+}
+
+#[test]
+fn an_explicit_reset_moves_a_start_beyond_the_log_end_back_and_counts_it() {
+    let c = Cluster::new("short", 1);
+    for i in 0..3 {
+        c.produce("short", 0, i, None, "m");
+    }
+    c.flush();
+    let with_policy = |policy: &str, eof: bool| {
+        let s = DatasetSpec::new(
+            &["short:0:50".to_string()],
+            &c.servers(),
+            "",
+            eof,
+            100,
+            &[],
+            &[format!("auto.offset.reset={policy}")],
+        )
+        .unwrap();
+        Reader::new(&s)
+    };
+    let mut r = with_policy("earliest", true).unwrap();
+    let got = read(&mut r, usize::MAX, Duration::from_secs(10));
+    assert_eq!(got.iter().map(|m| m.1).collect::<Vec<_>>(), [0, 1, 2]);
+    assert_eq!(r.counters().rewound, 50);
+    let mut r = with_policy("latest", true).unwrap();
+    assert!(read(&mut r, usize::MAX, Duration::from_secs(10)).is_empty());
+    assert_eq!(
+        (r.counters().rewound, r.position(0).unwrap().next_offset),
+        (47, 3)
+    );
+    // `error` refuses even with eof, where the default ends the partition.
+    let err = with_policy("error", true).err().expect("refused");
+    assert_eq!(err.kind, ErrorKind::InvalidArgument, "{}", err.message);
+    assert!(
+        err.message.contains("auto.offset.reset=error"),
         "{}",
         err.message
     );
