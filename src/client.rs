@@ -192,7 +192,7 @@ impl LiveCluster<'_> {
         None
     }
 
-    fn partition_count_once(&self, topic: &str, wait: Duration) -> Result<i32> {
+    pub(crate) fn partition_count_once(&self, topic: &str, wait: Duration) -> Result<i32> {
         let metadata = self
             .consumer
             .fetch_metadata(Some(topic), wait)

@@ -3,6 +3,7 @@
 
 use std::ffi::{CStr, CString};
 use std::os::raw::c_char;
+use std::time::Duration;
 
 use rdkafka::bindings as rd;
 use rdkafka::ClientConfig;
@@ -50,6 +51,9 @@ pub struct Settings {
     /// Memory librdkafka may use for prefetched messages, over all partitions, in MiB
     /// ([`PREFETCH_BUDGET_KEY`]).
     pub prefetch_budget_mb: u64,
+    /// How often whole-topic entries look for partitions added to their topics
+    /// ([`DISCOVERY_INTERVAL_KEY`]); `None` when turned off.
+    pub discovery_interval: Option<Duration>,
 }
 
 /// What to do when a position is out of the log's range: below its start (records deleted,
@@ -74,6 +78,34 @@ pub const PREFETCH_BUDGET_KEY: &str = "kafka_dataset.prefetch.budget.mb";
 
 /// Default [`PREFETCH_BUDGET_KEY`].
 pub const DEFAULT_PREFETCH_BUDGET_MB: u64 = 256;
+
+/// The library's own `config_global` key: how often (ms) an iterator with a whole-topic entry
+/// and `eof=False` reads its topics' partition counts to pick up partitions added to them
+/// (one metadata request per topic on the reading thread); 0 turns discovery off.
+pub const DISCOVERY_INTERVAL_KEY: &str = "kafka_dataset.partition.discovery.interval.ms";
+
+/// Default [`DISCOVERY_INTERVAL_KEY`]: new partitions are read within 10 s.
+pub const DEFAULT_DISCOVERY_INTERVAL_MS: u64 = 10_000;
+
+/// The library's own keys, their valid values and what the values mean.
+const LIBRARY_KEYS: &[(&str, std::ops::RangeInclusive<u64>, &str)] = &[
+    (PREFETCH_BUDGET_KEY, 1..=1 << 20, "MiB"),
+    (
+        DISCOVERY_INTERVAL_KEY,
+        0..=86_400_000,
+        "milliseconds, 0 = off",
+    ),
+];
+
+/// The value of one of the library's own keys, if valid.
+fn parse_library_value(key: &str, value: &str) -> Option<u64> {
+    let (_, valid, _) = LIBRARY_KEYS.iter().find(|(k, _, _)| *k == key)?;
+    value
+        .trim()
+        .parse::<u64>()
+        .ok()
+        .filter(|v| valid.contains(v))
+}
 
 /// What one queued message is assumed to cost, so that small messages are bounded by count as
 /// large ones are by bytes. Also a throughput knob: below ~32k queued messages per partition
@@ -230,17 +262,19 @@ fn parse_property(scope: Scope, index: usize, item: &str) -> Result<Property> {
             )));
         }
     }
-    if key == PREFETCH_BUDGET_KEY {
+    if let Some((_, valid, unit)) = LIBRARY_KEYS.iter().find(|(k, _, _)| *k == key) {
         if scope == Scope::Topic {
             return Err(Error::invalid(format!(
                 "{} \"{key}\": belongs in config_global (it is not a topic property)",
                 at()
             )));
         }
-        parse_budget(value).ok_or_else(|| {
+        parse_library_value(key, value).ok_or_else(|| {
             Error::invalid(format!(
-                "{} \"{key}\": invalid value \"{value}\": expected MiB as an integer in 1..=1048576",
-                at()
+                "{} \"{key}\": invalid value \"{value}\": expected an integer in {}..={} ({unit})",
+                at(),
+                valid.start(),
+                valid.end()
             ))
         })?;
         return Ok(Property {
@@ -300,14 +334,6 @@ pub fn last_value<'a>(properties: &'a [Property], key: &str) -> Option<&'a str> 
         .map(|p| p.value.as_str())
 }
 
-fn parse_budget(value: &str) -> Option<u64> {
-    value
-        .trim()
-        .parse::<u64>()
-        .ok()
-        .filter(|mb| (1..=1 << 20).contains(mb))
-}
-
 /// Parses and validates a `Key=Value` list (split at the first `=`).
 pub fn parse_properties(scope: Scope, items: &[String]) -> Result<Vec<Property>> {
     items
@@ -328,10 +354,15 @@ impl Settings {
             ));
         }
         let mut global = parse_properties(Scope::Global, global)?;
-        let prefetch_budget_mb = last_value(&global, PREFETCH_BUDGET_KEY)
-            .and_then(parse_budget)
-            .unwrap_or(DEFAULT_PREFETCH_BUDGET_MB);
-        global.retain(|p| p.key != PREFETCH_BUDGET_KEY);
+        let library_value =
+            |key| last_value(&global, key).and_then(|value| parse_library_value(key, value));
+        let prefetch_budget_mb =
+            library_value(PREFETCH_BUDGET_KEY).unwrap_or(DEFAULT_PREFETCH_BUDGET_MB);
+        let discovery_interval =
+            Some(library_value(DISCOVERY_INTERVAL_KEY).unwrap_or(DEFAULT_DISCOVERY_INTERVAL_MS))
+                .filter(|&ms| ms > 0)
+                .map(Duration::from_millis);
+        global.retain(|p| LIBRARY_KEYS.iter().all(|(k, _, _)| *k != p.key));
         // The group argument wins; without it, a group.id among the properties is the group.
         let group = match group {
             "" => last_value(&global, "group.id").unwrap_or(""),
@@ -343,6 +374,7 @@ impl Settings {
             global,
             topic: parse_properties(Scope::Topic, topic)?,
             prefetch_budget_mb,
+            discovery_interval,
         })
     }
 

@@ -112,6 +112,17 @@ impl DatasetSpec {
             .map_or(Duration::from_secs(5), Duration::from_millis)
     }
 
+    /// How often an iterator looks for partitions added to the topics of its whole-topic
+    /// entries: only for `eof=False` fixed-partition reads (a group member's partitions come
+    /// from the group; with `eof` a read ends at the log as seen), `None` otherwise or when
+    /// turned off.
+    pub fn discovery_interval(&self) -> Option<Duration> {
+        let whole_topics = self.entries.iter().any(|e| e.partitions == Partitions::All);
+        self.settings
+            .discovery_interval
+            .filter(|_| whole_topics && !self.eof && !self.subscribe)
+    }
+
     /// Deadline for metadata requests at iterator start, after which brokers count as
     /// unreachable.
     pub fn metadata_deadline(&self) -> Duration {

@@ -23,7 +23,9 @@ use crate::dataset::DatasetSpec;
 use crate::error::{Error, ErrorKind, Result};
 use crate::merge::{decide, Decision, Gate};
 use crate::queue::{commit_within, main_queue_len, Notify, PartitionQueue, RawMessage};
-use crate::spec::{resolve_streams, StreamSpec};
+use crate::spec::{
+    resolve_streams, Cluster as _, Entry, Partitions, Range, Start, StreamSpec, EMPTY, UNLIMITED,
+};
 use crate::state::{check_group_identity, check_identity, decode, encode, State, StreamState};
 use crate::stats::{self, Counters, LogSchedule, PartitionStats, Published, SharedPosition};
 
@@ -251,6 +253,17 @@ pub struct Reader {
     commits: Option<Commits>,
     /// Consumer-group membership (`subscribe`): streams come and go with rebalances.
     group: Option<Membership>,
+    /// Partition discovery for whole-topic entries (`eof=False`); `None` when off.
+    discovery: Option<Discovery>,
+    /// The position came from a checkpoint: the first read checks that its partitions still
+    /// exist (a topic deleted and recreated with fewer).
+    restored: bool,
+}
+
+/// When the partition counts of the whole-topic entries' topics are read next.
+struct Discovery {
+    interval: Duration,
+    due: Instant,
 }
 
 /// Commits the offsets of emitted messages for a user-given group, so broker-side lag shows
@@ -318,6 +331,11 @@ impl Reader {
                 due: Instant::now() + spec.commit_interval(),
             }),
             group: None,
+            discovery: spec.discovery_interval().map(|interval| Discovery {
+                interval,
+                due: Instant::now() + interval,
+            }),
+            restored: false,
             spec: spec.clone(),
         };
         reader.set_position(State {
@@ -429,12 +447,155 @@ impl Reader {
             true,
             Some(on_main_queue),
         )?);
-        let started = self.start_fetching();
+        let started = self
+            .check_restored_partitions()
+            .and_then(|()| self.start_fetching());
         if started.is_err() {
             // Queues split from this consumer go with it; the next read tries again.
             self.disconnect(false);
         }
         started
+    }
+
+    /// After a restore, before fetching: every partition the checkpoint holds must still
+    /// exist (FailedPrecondition naming the first that does not; a topic that grew is fine).
+    fn check_restored_partitions(&mut self) -> Result<()> {
+        if !std::mem::take(&mut self.restored) || self.group.is_some() {
+            return Ok(());
+        }
+        let mut cluster = self.cluster(self.spec.metadata_deadline());
+        let mut topics: Vec<&(String, i32)> = self.partitions.iter().collect();
+        // The highest partition of each topic, once.
+        topics.sort_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
+        topics.dedup_by(|a, b| a.0 == b.0);
+        for (topic, highest) in topics {
+            let count = cluster.partition_count(topic)?;
+            if count <= *highest {
+                return Err(Error::new(
+                    ErrorKind::FailedPrecondition,
+                    format!(
+                        "checkpoint does not match the topic: it holds partition {topic}:{highest}, but topic \"{topic}\" has {count} partitions now (deleted and recreated with fewer?)"
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The cluster as the connected consumer sees it, each request retried until `deadline`.
+    fn cluster(&self, deadline: Duration) -> LiveCluster<'_> {
+        LiveCluster {
+            consumer: self.consumer(),
+            deadline,
+            group: &self.spec.settings.group,
+            servers: &self.spec.settings.servers,
+        }
+    }
+
+    /// Reads the partition counts of the whole-topic entries' topics and starts reading the
+    /// partitions added since (DESIGN.md §2.1): from their log start (an explicit offset as
+    /// written), merged like the others, owned by the worker the assignment names. A topic
+    /// with fewer partitions than read is an error; a request that fails is tried again at
+    /// the next interval.
+    fn discover_partitions(&mut self, now: Instant) -> Result<()> {
+        let Some(discovery) = self.discovery.as_mut() else {
+            return Ok(());
+        };
+        discovery.due = now + discovery.interval;
+        let mut added = Vec::new();
+        {
+            let cluster = self.cluster(DISCOVERY_WAIT);
+            for (index, entry) in self.spec.entries.iter().enumerate() {
+                if entry.partitions != Partitions::All {
+                    continue;
+                }
+                let Ok(count) = cluster.partition_count_once(&entry.topic, DISCOVERY_WAIT) else {
+                    continue;
+                };
+                let known = self
+                    .partitions
+                    .iter()
+                    .filter(|(t, _)| *t == entry.topic)
+                    .count() as i32;
+                if count < known {
+                    return Err(Error::new(
+                        ErrorKind::FailedPrecondition,
+                        format!(
+                            "topic \"{}\" has {count} partitions now, fewer than the {known} this iterator reads (deleted and recreated?)",
+                            entry.topic
+                        ),
+                    ));
+                }
+                for partition in known..count {
+                    let start = match entry.start {
+                        Start::Offset(o) => o,
+                        _ => match cluster.log_start(&entry.topic, partition) {
+                            Ok(low) => low,
+                            Err(_) => break, // asked again at the next interval
+                        },
+                    };
+                    added.push((index, partition, start));
+                }
+            }
+        }
+        for (index, partition, start) in added {
+            self.add_partition(index, partition, start)?;
+        }
+        Ok(())
+    }
+
+    /// Adds partition `partition` of entry `index`'s topic, discovered while reading: to the
+    /// subscribed partitions, and, when this worker owns it, as a stream reading from
+    /// `start`, placed where resolving the entries would place it (its stream index orders
+    /// the merge's ties and is what a checkpoint's identity check expects).
+    fn add_partition(&mut self, index: usize, partition: i32, start: i64) -> Result<()> {
+        let entry = &self.spec.entries[index];
+        let topic = entry.topic.clone();
+        self.partitions.push((topic.clone(), partition));
+        self.partitions.sort();
+        if !self.spec.assignment.owns(&topic, partition) {
+            return Ok(());
+        }
+        let last = match entry.last {
+            UNLIMITED => UNLIMITED,
+            last if last < start => EMPTY,
+            last => last,
+        };
+        let mut stream = Stream::from_state(StreamState {
+            spec: StreamSpec {
+                topic: topic.clone(),
+                partition,
+                ranges: vec![Range {
+                    start,
+                    last,
+                    until: entry.until,
+                }],
+            },
+            next_offset: start,
+            finished: false,
+            partition_time: -1,
+        });
+        if let Some(from) = stream.cursor.fetch_from() {
+            let consumer = self.consumer.as_ref().expect("connected");
+            let mut assignment = TopicPartitionList::new();
+            stream.open(consumer, &self.wake, from, &mut assignment)?;
+            consumer.incremental_assign(&assignment).map_err(|e| {
+                kafka_error(&format!("reading new partition {topic}:{partition}"), &e)
+            })?;
+        }
+        // Elements in hand name their streams by index, which move: hand them back first.
+        self.current = None;
+        self.batch.clear();
+        let order = |s: &StreamSpec| resolution_order(&self.spec.entries, s);
+        let key = order(stream.spec());
+        let at = self.streams.partition_point(|s| order(s.spec()) < key);
+        self.streams.insert(at, stream);
+        self.renumber_heads();
+        self.gates = Vec::with_capacity(self.streams.len());
+        eprintln!(
+            "kafka-dataset: {topic}:{partition}: a partition added to topic \"{topic}\"; reading it from offset {start}"
+        );
+        Ok(())
     }
 
     /// Splits the queue of every unfinished stream and assigns them at their positions, or
@@ -560,6 +721,9 @@ impl Reader {
             self.serve_main_queue()?;
             self.end_passed_time_windows();
             let now = Instant::now();
+            if self.discovery.as_ref().is_some_and(|d| now >= d.due) {
+                self.discover_partitions(now)?;
+            }
             self.clock = now;
             let decision = self.step(now)?;
             self.publish(now, decision == Decision::End);
@@ -1050,6 +1214,11 @@ impl Reader {
         }
         self.disconnect(false);
         self.set_position(state);
+        self.restored = true;
+        if let Some(discovery) = self.discovery.as_mut() {
+            // The topics may have grown since the save: look at the first read.
+            discovery.due = Instant::now();
+        }
         self.publish(Instant::now(), true);
         Ok(())
     }
@@ -1222,6 +1391,20 @@ impl Reader {
             }
         }
     }
+}
+
+/// How long partition discovery waits for one metadata answer (it runs on the reading
+/// thread; a request that fails is tried again at the next interval).
+const DISCOVERY_WAIT: Duration = Duration::from_secs(1);
+
+/// Where resolving `entries` places a stream of `spec`'s partition: the index of the first
+/// entry naming it, then the partition (a whole-topic entry expands in partition order).
+fn resolution_order(entries: &[Entry], spec: &StreamSpec) -> (usize, i32) {
+    let first = entries
+        .iter()
+        .position(|e| e.topic == spec.topic && e.names(spec.partition))
+        .unwrap_or(entries.len());
+    (first, spec.partition)
 }
 
 /// `auto.offset.reset` as the log lines name it.
