@@ -449,7 +449,16 @@ impl Reader {
         )?);
         let started = self
             .check_restored_partitions()
-            .and_then(|()| self.start_fetching());
+            .and_then(|()| self.start_fetching())
+            .and_then(|()| {
+                // A restored position looks for partitions added since the save before the
+                // first element, so they take part in the merge from its start.
+                let now = Instant::now();
+                match &self.discovery {
+                    Some(d) if now >= d.due => self.discover_partitions(now),
+                    _ => Ok(()),
+                }
+            });
         if started.is_err() {
             // Queues split from this consumer go with it; the next read tries again.
             self.disconnect(false);
@@ -739,9 +748,15 @@ impl Reader {
                     if now >= stop {
                         return Ok(Next::Pending);
                     }
-                    // Events left on the main queue are served right away.
+                    // Events left on the main queue are served right away; a discovery that
+                    // falls due ends the wait.
                     if !self.wake.main_ready.load(Ordering::Relaxed) {
-                        self.wake.wait(seen, until.map_or(stop, |u| u.min(stop)));
+                        let discovery = self.discovery.as_ref().map(|d| d.due);
+                        let until = [until, discovery]
+                            .into_iter()
+                            .flatten()
+                            .fold(stop, Instant::min);
+                        self.wake.wait(seen, until);
                     }
                 }
             }
