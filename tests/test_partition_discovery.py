@@ -55,7 +55,7 @@ def test_partitions_added_while_streaming_are_read_from_their_start_in_time_orde
     # exactly the k-way merge.
     it = iter(make(eof=False, timeout=10_000))
     first = []
-    reader = threading.Thread(target=lambda: first.append(next(it).numpy()), daemon=True)
+    reader = threading.Thread(target=lambda it=it: first.append(next(it).numpy()), daemon=True)
     reader.start()  # blocks inside get_next: the topic is empty
     kt.wait_for(lambda: iterator_partitions(kd, topic) == [0, 1], 30, "the iterator to start")
     add_partitions(kafka.servers, topic, 4)
