@@ -44,17 +44,18 @@ impl Cursor {
 
     /// A cursor at a saved position: `next_offset` is the next offset not yet emitted. A
     /// position past a range (or between two) lands in the first range not yet complete, at its
-    /// start at the earliest.
+    /// start at the earliest; a position before the first range's start stays (only a reset
+    /// puts it there, see [`Cursor::rewind_to`]).
     pub fn restore(spec: StreamSpec, next_offset: i64, finished: bool) -> Self {
         let range = spec
             .ranges
             .iter()
             .position(|r| !r.is_past(next_offset))
             .unwrap_or(spec.ranges.len());
-        let next_offset = spec
-            .ranges
-            .get(range)
-            .map_or(next_offset, |r| next_offset.max(r.start));
+        let next_offset = match spec.ranges.get(range) {
+            Some(r) if range > 0 => next_offset.max(r.start),
+            _ => next_offset,
+        };
         Cursor {
             finished: finished || range == spec.ranges.len(),
             range,
@@ -180,25 +181,20 @@ impl Cursor {
     }
 
     /// Moves the position back to `target` because it lies beyond the end of the log (an
-    /// explicit `auto.offset.reset`): the current range then starts at `target` at the latest
-    /// (the range's start is rebased, and saved so, when the target lies before it), never
-    /// before the end of the previous range. Returns how many offsets the position moved back
-    /// and the seek, or `None` when the target falls inside ranges already read (the log lost
-    /// what was read).
+    /// explicit `auto.offset.reset`, as librdkafka would). In the first range the position may
+    /// go before the range's start (DeepRec's `"t:0:5000"` with `earliest` on a shorter log reads
+    /// it from its start; a save and restore keeps such a position); in a later range never
+    /// before its start, which would read offsets between ranges or ranges already read.
+    /// Returns how many offsets the position moved back and the seek, or `None` when the target
+    /// is not behind the position or not allowed.
     pub fn rewind_to(&mut self, target: i64) -> Option<(u64, Action)> {
-        if self.finished || target >= self.next_offset {
+        if self.finished || target >= self.next_offset || target < 0 {
             return None;
         }
-        let floor = match self.range {
-            0 => 0,
-            i => self.spec.ranges[i - 1].last.saturating_add(1),
-        };
-        if target < floor {
+        if self.range > 0 && target < self.spec.ranges[self.range].start {
             return None;
         }
         let rewound = (self.next_offset - target) as u64;
-        let range = &mut self.spec.ranges[self.range];
-        range.start = range.start.min(target);
         self.next_offset = target;
         Some((rewound, Action::Seek(target)))
     }
@@ -503,21 +499,21 @@ mod tests {
     }
 
     #[test]
-    fn a_rewind_moves_back_within_the_current_range_or_rebases_its_start() {
-        // Beyond the log end at the start: the range starts where the reset says.
+    fn a_rewind_may_leave_the_first_range_start_behind_but_no_later_ones() {
+        // Beyond the log end at the start: the position goes where the reset says.
         let mut c = Cursor::new(spec(&[(100, UNLIMITED)]));
         assert_eq!(c.rewind_to(40), Some((60, Action::Seek(40))));
-        assert_eq!((c.next_offset(), c.spec().ranges[0].start), (40, 40));
+        assert_eq!((c.next_offset(), c.spec().ranges[0].start), (40, 100));
         assert_eq!(read(&mut c, [40, 41]).0, [40, 41]);
-        // Inside a later range: never back into a range already read.
-        let mut c = Cursor::restore(spec(&[(0, 4), (10, UNLIMITED)]), 12, false);
-        assert_eq!(c.rewind_to(3), None);
-        assert_eq!(c.rewind_to(7), Some((5, Action::Seek(7))));
-        assert_eq!(c.spec().ranges[1].start, 7);
-        // The rebased position survives a save and restore.
+        // The position survives a save and restore.
         let r = Cursor::restore(c.spec().clone(), c.next_offset(), false);
-        assert_eq!(r.fetch_from(), Some(7));
+        assert_eq!(r.fetch_from(), Some(42));
+        // A later range: back to its start at most, never between ranges or into one read.
+        let mut c = Cursor::restore(spec(&[(0, 4), (10, UNLIMITED)]), 15, false);
+        assert_eq!(c.rewind_to(7), None);
+        assert_eq!(c.rewind_to(3), None);
+        assert_eq!(c.rewind_to(11), Some((4, Action::Seek(11))));
         // Forward is not a rewind.
-        assert_eq!(c.rewind_to(9), None);
+        assert_eq!(c.rewind_to(12), None);
     }
 }

@@ -1083,10 +1083,11 @@ impl Reader {
             return Ok(());
         }
         let Some((rewound, _)) = stream.cursor.rewind_to(target) else {
+            // A later range of a chain: going back would read between ranges or again.
             return Err(Error::new(
                 ErrorKind::DataLoss,
                 format!(
-                    "{name}: the log now ends at offset {high}, before offsets this iterator already read (it was truncated or recreated)"
+                    "{name}: the log now ends at offset {high}, before the range this iterator reads (offset {offset} is in a later range of its entries); it was truncated or recreated"
                 ),
             ));
         };

@@ -388,8 +388,7 @@ fn ranges_overlap(a: Range, b: Range) -> bool {
 pub trait Cluster {
     /// Number of partitions of `topic` (NotFound when the topic does not exist).
     fn partition_count(&mut self, topic: &str) -> Result<i32>;
-    /// Resolves a start of one partition to an offset (an explicit one is itself, unless
-    /// frozen otherwise into a checkpoint); `last` and `until` are the
+    /// Resolves a named start of one partition to an offset; `last` and `until` are the
     /// entry's end (they identify the entry when several name one partition).
     fn resolve_start(
         &mut self,
@@ -485,15 +484,10 @@ pub fn resolve_streams(
 
 /// Resolves the range `entry` reads of `partition`: freezes a named start and a time end.
 pub fn resolve_range(cluster: &mut dyn Cluster, entry: &Entry, partition: i32) -> Result<Range> {
-    // Explicit offsets too: a checkpoint's frozen range may have rebased one (a reset of a
-    // start beyond the log end).
-    let start = cluster.resolve_start(
-        &entry.topic,
-        partition,
-        entry.start,
-        entry.last,
-        entry.until,
-    )?;
+    let start = match entry.start {
+        Start::Offset(o) => o,
+        named => cluster.resolve_start(&entry.topic, partition, named, entry.last, entry.until)?,
+    };
     if entry.last != UNLIMITED && entry.last < start {
         return Err(Error::invalid(format!(
             "topics entry \"{}\": last {} is below the resolved start offset {start} of {}:{partition}",

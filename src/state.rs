@@ -264,13 +264,11 @@ impl Cluster for Frozen<'_> {
         &mut self,
         topic: &str,
         partition: i32,
-        start: Start,
+        _: Start,
         last: i64,
         until: Option<i64>,
     ) -> Result<i64> {
-        // A named start froze into a saved range start that no explicit entry accounts for;
-        // an explicit one is as given, or earlier when a reset rebased it (a start beyond the
-        // log end, see `Cursor::rewind_to`).
+        // A named start froze into a saved range start that no explicit entry accounts for.
         for (si, s) in self.saved.iter().enumerate() {
             if s.topic != topic || s.partition != partition {
                 continue;
@@ -285,11 +283,7 @@ impl Cluster for Frozen<'_> {
                         .iter()
                         .any(|(t, p, n)| t == topic && *p == partition && *n == o)
                 };
-                let fits = match start {
-                    Start::Offset(o) => r.start == o || (r.start < o && !claimed(r.start)),
-                    _ => !claimed(r.start),
-                };
-                if fits && same_end && !self.used.contains(&(si, ri)) {
+                if !claimed(r.start) && same_end && !self.used.contains(&(si, ri)) {
                     self.used.push((si, ri));
                     return Ok(r.start);
                 }
@@ -615,7 +609,7 @@ mod tests {
     }
 
     #[test]
-    fn identity_accepts_frozen_time_ends_and_rebased_starts_only() {
+    fn identity_accepts_frozen_time_ends_of_the_same_entries_only() {
         let entries = parse_entries(&["a:0:100:-1".into(), "a:1:beginning:@500".into()]).unwrap();
         let timed = |last, until| StreamSpec {
             topic: "a".into(),
@@ -629,14 +623,15 @@ mod tests {
         let state = |first: StreamSpec, second: StreamSpec| sole(vec![first, second]);
         for (first, second) in [
             (stream("a", 0, &[(100, -1)]), timed(49, 500)),
-            // A reset rebased the start (it lay beyond the log end); the end is still open.
-            (stream("a", 0, &[(40, -1)]), timed(UNLIMITED, 500)),
-            (stream("a", 0, &[(0, -1)]), timed(EMPTY, 500)),
+            // The end still open, or an empty window.
+            (stream("a", 0, &[(100, -1)]), timed(UNLIMITED, 500)),
+            (stream("a", 0, &[(100, -1)]), timed(EMPTY, 500)),
         ] {
             check_identity(&entries, Assignment::SOLE, &state(first, second)).unwrap();
         }
         for (first, second) in [
             (stream("a", 0, &[(101, -1)]), timed(49, 500)),
+            (stream("a", 0, &[(40, -1)]), timed(49, 500)),
             (stream("a", 0, &[(100, -1)]), timed(49, 600)),
             (stream("a", 0, &[(100, -1)]), stream("a", 1, &[(3, 49)])),
         ] {

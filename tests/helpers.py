@@ -7,6 +7,7 @@ repeatedly emit the head (next unread message, offset order inside a partition) 
 
 import heapq
 import json
+import threading
 import time
 
 import tensorflow as tf
@@ -324,3 +325,23 @@ def state_with_version(state, version):
     import struct
 
     return seal_state(state[:4] + struct.pack("<H", version) + state[6:-4])
+
+
+def read_until_end(dataset, seconds=60):
+    """Every element of a dataset that must end by itself, or fail after ``seconds`` (a read
+    that never ends is a failure, not a hang)."""
+    got, errors = [], []
+
+    def run():
+        try:
+            got.extend(v.numpy() for v in dataset)
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert not thread.is_alive(), "did not end within %d s (%d elements)" % (seconds, len(got))
+    if errors:
+        raise errors[0]
+    return got

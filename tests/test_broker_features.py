@@ -3,8 +3,6 @@ records deleted below a saved position (DeleteRecords, as retention does), trans
 committed and aborted batches and their control markers, and compacted topics with offset gaps.
 The oracles are the broker's delivery reports and a plain confluent-kafka read of the log."""
 
-import threading
-
 import pytest
 import tensorflow as tf
 from confluent_kafka import Producer, TopicPartition
@@ -13,31 +11,12 @@ from helpers import (
     first_difference,
     kafka_state_entries,
     kway_merge,
+    read_until_end,
     streams_from_delivered,
 )
 from kafka_dataset import testing as kt
 
 CODECS = ["gzip", "snappy", "lz4", "zstd"]
-
-
-def read_all(dataset, seconds=60):
-    """Every element of a finite dataset, or fail after ``seconds`` (a range that never ends
-    is a failure, not a hang)."""
-    got, errors = [], []
-
-    def run():
-        try:
-            got.extend(v.numpy() for v in dataset)
-        except Exception as e:  # noqa: BLE001 - reported below
-            errors.append(e)
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    thread.join(seconds)
-    assert not thread.is_alive(), "still reading after %d s (%d elements)" % (seconds, len(got))
-    if errors:
-        raise errors[0]
-    return got
 
 
 def test_every_compression_codec_reads(kd, kafka):
@@ -47,7 +26,7 @@ def test_every_compression_codec_reads(kd, kafka):
         records = [(p, "%s-%03d" % (codec, i), None, BASE_TS + 4 * i + p) for i in range(300)]
         delivered += kafka.produce(topic, records, compression=codec, linger_ms=20)
     entries = ["%s:%d" % (topic, p) for p in range(len(CODECS))]
-    got = read_all(kd.KafkaDataset(entries, servers=kafka.servers, eof=True))
+    got = read_until_end(kd.KafkaDataset(entries, servers=kafka.servers, eof=True))
     expected = kway_merge(streams_from_delivered(delivered, list(range(len(CODECS)))))
     assert got == expected, first_difference(got, expected)
 
@@ -152,7 +131,7 @@ def test_transactions_committed_exactly_once_aborted_never_markers_end_ranges(kd
     entries = ["%s:0" % topic, "%s:1" % topic]
     make = lambda **kw: kd.KafkaDataset(entries, servers=kafka.servers, **kw)  # noqa: E731
 
-    got = read_all(make(eof=True))
+    got = read_until_end(make(eof=True))
     assert got == expected, first_difference(got, expected)
     assert not aborted & set(got)
 
@@ -163,7 +142,7 @@ def test_transactions_committed_exactly_once_aborted_never_markers_end_ranges(kd
     ranged = kd.KafkaDataset(
         ["%s:0:0:%d" % (topic, marker)], servers=kafka.servers, eof=False, timeout=60000
     )
-    assert read_all(ranged) == [v for ts, off, v in streams[0] if off < marker]
+    assert read_until_end(ranged) == [v for ts, off, v in streams[0] if off < marker]
 
     # Save inside the first committed transaction, before the aborted one; restore in a new
     # iterator: exactly the rest.
@@ -209,7 +188,7 @@ def test_compacted_topic_ranges_over_gaps_end_and_restore_exactly(kd, kafka, tmp
     ranged = kd.KafkaDataset(
         ["%s:0:%d:%d" % (topic, lo, hi)], servers=kafka.servers, eof=False, timeout=60000
     )
-    assert read_all(ranged) == [values[o] for o in offsets if lo <= o <= hi]
+    assert read_until_end(ranged) == [values[o] for o in offsets if lo <= o <= hi]
 
     # Restore exactly past a gap, in a new iterator.
     everything = [values[o] for o in offsets]

@@ -5,34 +5,14 @@ counted as rewound offsets; ``error`` refuses. A start beyond the end is found w
 starts. Without a policy: the partition ends there with ``eof``, else InvalidArgument naming the
 entry. Positions below the log start are covered in test_broker_features."""
 
-import threading
-
 import pytest
 import tensorflow as tf
-from helpers import BASE_TS
+from helpers import BASE_TS, read_until_end
 from kafka_dataset import testing as kt
 
 
 def values(delivered):
     return [d.value for d in delivered]
-
-
-def read_until_end(dataset, seconds=60):
-    got, errors = [], []
-
-    def run():
-        try:
-            got.extend(v.numpy() for v in dataset)
-        except Exception as e:  # noqa: BLE001 - reported below
-            errors.append(e)
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    thread.join(seconds)
-    assert not thread.is_alive(), "did not end within %d s (%d elements)" % (seconds, len(got))
-    if errors:
-        raise errors[0]
-    return got
 
 
 def partition_stats(kd, topic):

@@ -5,12 +5,11 @@ time order, ending by itself with or without ``eof``. The oracle applies that de
 broker's delivery reports; checkpoints are restored in another process."""
 
 import json
-import threading
 import time
 
 import pytest
 import tensorflow as tf
-from helpers import BASE_TS, first_difference, kway_merge
+from helpers import BASE_TS, first_difference, kway_merge, read_until_end
 
 
 def window(delivered, partitions, start=None, end=None, first_offset=0):
@@ -30,25 +29,6 @@ def window(delivered, partitions, start=None, end=None, first_offset=0):
             [(ts, o, v) for o, ts, v in log if o >= begin and (stop is None or o < stop)]
         )
     return streams
-
-
-def read_until_end(dataset, seconds=60):
-    """Every element of a dataset that must end by itself, or fail after ``seconds``."""
-    got, errors = [], []
-
-    def run():
-        try:
-            got.extend(v.numpy() for v in dataset)
-        except Exception as e:  # noqa: BLE001 - reported below
-            errors.append(e)
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    thread.join(seconds)
-    assert not thread.is_alive(), "did not end within %d s (%d elements)" % (seconds, len(got))
-    if errors:
-        raise errors[0]
-    return got
 
 
 def produce_spread(kafka, topic, partitions=3, n=90):
