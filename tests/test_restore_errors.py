@@ -135,7 +135,7 @@ def _flip(state, index):
 
 
 def _stream_count_at(state):
-    """Byte offset of the stream count in a version 3 state of fixed partitions: after magic,
+    """Byte offset of the stream count in a version 4 state of fixed partitions: after magic,
     version, the empty group name (u32 length 0), worker count and index, and the list of
     subscribed partitions (u32 count, then per partition a u32-length topic and an i32
     partition)."""
@@ -169,8 +169,8 @@ CORRUPTIONS = [
     ("foreign-bytes", lambda e: dict(e, state=b"not a kafka-dataset state at all"), "corrupted"),
     (
         "future-version",
-        lambda e: dict(e, state=state_with_version(e["state"], 4)),
-        "format version 4",
+        lambda e: dict(e, state=state_with_version(e["state"], 5)),
+        "format version 5",
     ),
     ("zero-workers", lambda e: dict(e, state=_set_assignment(e["state"], 0, 0)), "corrupted"),
     (
@@ -197,7 +197,7 @@ CORRUPTIONS = [
 def test_unmodified_rewrite_restores(kd, kafka, saved, tmp_path):
     """The rewriting tool itself is faithful, and the CRC helper matches the codec's."""
     state = bytes(kafka_state_entries(saved["path"])["state"])
-    assert state_with_version(state, 3) == state
+    assert state_with_version(state, 4) == state
     path = rewrite_kafka_state(saved["path"], tmp_path / "same", lambda e: e)
     rest = _drain(_restore(kd, kafka.servers, saved["entries"], path))
     assert rest == saved["rest"], first_difference(rest, saved["rest"])
@@ -239,12 +239,12 @@ def test_tf1_saver_rejects_a_future_version(kd, kafka, topics, tmp_path):
         head = r.take(5)
         good = r.save(tmp_path / "tf1" / "good")
     bad = rewrite_kafka_state(
-        good, tmp_path / "tf1" / "bad", lambda e: dict(e, state=state_with_version(e["state"], 4))
+        good, tmp_path / "tf1" / "bad", lambda e: dict(e, state=state_with_version(e["state"], 5))
     )
     with GraphReader(make, saveable=True) as r:
         with pytest.raises(REJECTED) as info:
             r.restore(bad)
-        assert "format version 4" in str(info.value), str(info.value)
+        assert "format version 5" in str(info.value), str(info.value)
     with GraphReader(make, saveable=True) as r:
         rest = r.restore(good).read_to_end()
     assert head + rest == expected, first_difference(head + rest, expected)
