@@ -866,6 +866,8 @@ def draw(chart, path):
         print("matplotlib is not installed: no chart (bench/run.sh installs it)")
         return
     panels = [k for k in ("small", "large", "tfio") if k in chart]
+    if not panels:  # e.g. --only metadata into a fresh --output directory
+        return
     fig, axes = plt.subplots(len(panels), 2, figsize=(12, 3.6 * len(panels)), squeeze=False)
     for row, key in zip(axes, panels):
         messages, size, rows = chart[key]

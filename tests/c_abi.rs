@@ -1501,6 +1501,8 @@ fn stats_show_a_live_readers_counters_and_free_back_to_the_baseline() {
 
 /// A header as C reads it: name, value (`None` = null).
 type HeaderOf = (Vec<u8>, Option<Vec<u8>>);
+/// A header as the test produces it.
+type HeaderIn = (&'static str, Option<&'static [u8]>);
 
 #[test]
 fn batch_headers_keep_order_duplicates_and_null_vs_empty() {
@@ -1512,7 +1514,7 @@ fn batch_headers_keep_order_duplicates_and_null_vs_empty() {
         .set("linger.ms", "50")
         .create()
         .expect("producer");
-    let sets: Vec<Vec<(&str, Option<&[u8]>)>> = vec![
+    let sets: Vec<Vec<HeaderIn>> = vec![
         vec![
             ("a", Some(b"1")),
             ("n", None),
