@@ -21,7 +21,8 @@ counted).
 
 Scenarios: 1M x 100 B and 100k x 10 KB in 1 and 8 partitions; tensorflow-io on 200k x 100 B;
 one idle partition among 4 busy ones (eof=False, timeout=1000); 64 partitions with a consumer
-throttled 10x below the producer, for memory against the prefetch budget. Writes
+throttled 10x below the producer, for memory against the prefetch budget; metadata=True vs
+off (and off vs a `--baseline` build) on 200k x 100 B with two headers each. Writes
 bench/results/latest.md and bench/results/latest.png.
 """
 
@@ -58,9 +59,12 @@ TUNED = {
 TFIO_CONFIG = ["fetch.wait.max.ms=10"]
 
 
-def produce(servers, topic, partitions, messages, size, rate=None, seconds=None, batch=10000):
+def produce(
+    servers, topic, partitions, messages, size, rate=None, seconds=None, batch=10000, headers=None
+):
     """Produces `messages` (or, with `rate`, `rate`/s for `seconds`) of `size` bytes with
-    increasing CreateTime timestamps, round-robin over `partitions`, `batch` per record batch."""
+    increasing CreateTime timestamps, round-robin over `partitions`, `batch` per record batch;
+    `headers`: the same (name, value) list on every message."""
     from confluent_kafka import Producer
 
     producer = Producer(
@@ -81,7 +85,9 @@ def produce(servers, topic, partitions, messages, size, rate=None, seconds=None,
             producer.poll(0.005)
             continue
         try:
-            producer.produce(topic, payload, partition=i % partitions, timestamp=base + i)
+            producer.produce(
+                topic, payload, partition=i % partitions, timestamp=base + i, headers=headers
+            )
             i += 1
         except BufferError:
             producer.poll(0.05)
@@ -150,6 +156,8 @@ def _count_eagerly(ds, stop_at=None):
     n = 0
     for batch in ds:
         first = first or time.perf_counter()
+        if isinstance(batch, dict):  # metadata=True
+            batch = batch["value"]
         n += int(batch.shape[0]) if hasattr(batch, "shape") else int(batch[0].shape[0])
         if stop_at is not None and n >= stop_at:
             break
@@ -165,6 +173,14 @@ def reader_kd_eager(p):
 
 def reader_kd_native(p):
     return _count_eagerly(_dataset(p, native=True))
+
+
+def reader_kd_eager_meta(p):
+    return _count_eagerly(_dataset(p, metadata=True))
+
+
+def reader_kd_native_meta(p):
+    return _count_eagerly(_dataset(p, native=True, metadata=True))
 
 
 def reader_kd_graph(p):
@@ -268,6 +284,8 @@ READERS = {
     "kd-eager": reader_kd_eager,
     "kd-graph": reader_kd_graph,
     "kd-native": reader_kd_native,
+    "kd-eager-meta": reader_kd_eager_meta,
+    "kd-native-meta": reader_kd_native_meta,
     "kd-idle": reader_kd_idle,
     "tfio-range": reader_tfio_range,
     "tfio-group": reader_tfio_group,
@@ -687,6 +705,9 @@ def main():
         if "workers" in only:
             save("workers", workers_scenario(servers, kt, scale, runs))
 
+        if "metadata" in only:
+            save("metadata", metadata_scenario(servers, kt, scale, runs, bool(args.baseline)))
+
     md = [
         "# kafka-dataset benchmark (Apache Kafka 4.1.1, one KRaft node, on loopback, 2 cores)",
         "",
@@ -710,7 +731,56 @@ def main():
     draw(chart, args.output + ".png")
 
 
-SCENARIOS = ("small", "large", "tfio", "idle", "memory", "workers")
+SCENARIOS = ("small", "large", "tfio", "idle", "memory", "workers", "metadata")
+
+
+def metadata_scenario(servers, kt, scale, runs, with_baseline):
+    """Issue 15 §2: what metadata=True costs, and that metadata=False costs nothing. 200k x
+    100 B in one partition, each with two headers (so "on" really reads headers). Compared in
+    one run, round-robin: off vs the baseline library (the code before the feature, with
+    --baseline), on vs off; eager `.batch(1024)` (one element per message: the per-element
+    path) and native `batch_size=1024`."""
+    messages = 200_000 // scale
+    topic = kt.unique_name("bench-metadata")
+    kt.create_topic(servers, topic, 1)
+    produce(servers, topic, 1, messages, 100, headers=[("trace", b"0123456789"), ("n", None)])
+    params = {"servers": servers, "topic": topic, "partitions": 1}
+    pairs = [("kd-eager", "kd-eager-meta"), ("kd-native", "kd-native-meta")]
+    variants = [v for off, on in pairs for v in (off, on)]
+    if with_baseline:
+        variants += [off + "@baseline" for off, _ in pairs]
+    best = best_of_each(runs, variants, params, messages)
+    for v in variants:
+        r = best[v]
+        print(
+            "  %-22s %9.0f msg/s  cpu %6.2f s" % (v, messages / r["seconds"], r["cpu"]),
+            flush=True,
+        )
+    md = [
+        "## metadata=True (%d x 100 B, 1 partition, 2 headers per message)" % messages,
+        "",
+        "| reader | msg/s | client CPU s per M msgs | peak RSS MiB |",
+        "|---|---|---|---|",
+    ]
+    for v in variants:
+        r = best[v]
+        md.append(
+            "| %s | %.0f | %.2f | %d |"
+            % (v, messages / r["seconds"], r["cpu"] * 1e6 / messages, r["rss_kib"] // 1024)
+        )
+    md += ["", "Time and client CPU for the same messages (below 1: faster / cheaper):", ""]
+
+    def ratio(a, b, what):
+        md.append(
+            "- %s: time %.2f, CPU %.2f"
+            % (what, best[a]["seconds"] / best[b]["seconds"], best[a]["cpu"] / best[b]["cpu"])
+        )
+
+    for off, on in pairs:
+        if with_baseline:
+            ratio(off, off + "@baseline", "%s, metadata off / before the feature" % off)
+        ratio(on, off, "%s, metadata on / off" % off)
+    return md
 
 
 def workers_scenario(servers, kt, scale, runs):
@@ -796,6 +866,8 @@ def draw(chart, path):
         print("matplotlib is not installed: no chart (bench/run.sh installs it)")
         return
     panels = [k for k in ("small", "large", "tfio") if k in chart]
+    if not panels:  # e.g. --only metadata into a fresh --output directory
+        return
     fig, axes = plt.subplots(len(panels), 2, figsize=(12, 3.6 * len(panels)), squeeze=False)
     for row, key in zip(axes, panels):
         messages, size, rows = chart[key]

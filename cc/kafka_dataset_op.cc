@@ -206,6 +206,7 @@ class KafkaDatasetOp : public DatasetOpKernel {
   static constexpr const char* const kNumWorkers = "num_workers";
   static constexpr const char* const kWorkerIndex = "worker_index";
   static constexpr const char* const kSubscribe = "subscribe";
+  static constexpr const char* const kMessageMetadata = "message_metadata";
 
   // The op's attributes: the keyword-only extensions beyond DeepRec's inputs.
   struct Attrs {
@@ -214,6 +215,7 @@ class KafkaDatasetOp : public DatasetOpKernel {
     int64_t num_workers = 1;
     int64_t worker_index = 0;
     bool subscribe = false;
+    bool metadata = false;
   };
 
   explicit KafkaDatasetOp(OpKernelConstruction* ctx) : DatasetOpKernel(ctx) {
@@ -225,6 +227,7 @@ class KafkaDatasetOp : public DatasetOpKernel {
     OP_REQUIRES_OK(ctx, ctx->GetAttr(kNumWorkers, &attrs_.num_workers));
     OP_REQUIRES_OK(ctx, ctx->GetAttr(kWorkerIndex, &attrs_.worker_index));
     OP_REQUIRES_OK(ctx, ctx->GetAttr(kSubscribe, &attrs_.subscribe));
+    OP_REQUIRES_OK(ctx, ctx->GetAttr(kMessageMetadata, &attrs_.metadata));
     OP_REQUIRES(ctx, attrs_.batch_size >= 0,
                 absl::InvalidArgumentError(absl::StrCat(
                     "batch_size must be >= 0 (0 = one message per element), "
@@ -258,12 +261,8 @@ class KafkaDatasetOp::Dataset : public DatasetBase {
         config_global_(std::move(config_global)),
         config_topic_(std::move(config_topic)),
         attrs_(attrs),
-        dtypes_(attrs.message_key ? DataTypeVector{DT_STRING, DT_STRING}
-                                  : DataTypeVector{DT_STRING}),
-        // Native batches are 1-D with 1..batch_size elements.
-        shapes_(attrs.message_key ? 2 : 1, attrs.batch_size > 0
-                                               ? PartialTensorShape({-1})
-                                               : PartialTensorShape({})) {}
+        dtypes_(OutputDtypes(attrs)),
+        shapes_(OutputShapes(attrs)) {}
 
   std::unique_ptr<IteratorBase> MakeIteratorInternal(
       const std::string& prefix) const override {
@@ -272,6 +271,42 @@ class KafkaDatasetOp::Dataset : public DatasetBase {
     return std::make_unique<Iterator>(
         Iterator::Params{this, absl::StrCat(prefix, "::", kDatasetType)});
   }
+
+  // The components of an element. value; with message_key, key. With
+  // metadata (message_key is then implied): value, key, topic, partition,
+  // offset, timestamp, then the headers flattened (names, values, null flags)
+  // and, for native batches, the headers' row splits (batch_size + 1 int64:
+  // element i's headers are [splits[i], splits[i+1])). Python structures them
+  // into a dict.
+  static DataTypeVector OutputDtypes(const Attrs& attrs) {
+    if (attrs.metadata) {
+      DataTypeVector dtypes{DT_STRING, DT_STRING, DT_STRING, DT_INT32, DT_INT64,
+                            DT_INT64,  DT_STRING, DT_STRING, DT_BOOL};
+      if (attrs.batch_size > 0) dtypes.push_back(DT_INT64);
+      return dtypes;
+    }
+    return attrs.message_key ? DataTypeVector{DT_STRING, DT_STRING}
+                             : DataTypeVector{DT_STRING};
+  }
+
+  static std::vector<PartialTensorShape> OutputShapes(const Attrs& attrs) {
+    // Native batches are 1-D with 1..batch_size elements.
+    const PartialTensorShape per_message = attrs.batch_size > 0
+                                               ? PartialTensorShape({-1})
+                                               : PartialTensorShape({});
+    std::vector<PartialTensorShape> shapes(OutputDtypes(attrs).size(),
+                                           per_message);
+    if (attrs.metadata) {
+      // Headers (and row splits): 1-D of any length.
+      for (size_t i = kHeaderNames; i < shapes.size(); ++i) {
+        shapes[i] = PartialTensorShape({-1});
+      }
+    }
+    return shapes;
+  }
+
+  // Index of the first header component with metadata.
+  static constexpr size_t kHeaderNames = 6;
 
   const DataTypeVector& output_dtypes() const override { return dtypes_; }
 
@@ -327,6 +362,8 @@ class KafkaDatasetOp::Dataset : public DatasetBase {
     b->BuildAttrValue(attrs_.worker_index, &worker_index);
     AttrValue subscribe;
     b->BuildAttrValue(attrs_.subscribe, &subscribe);
+    AttrValue metadata;
+    b->BuildAttrValue(attrs_.metadata, &metadata);
 
     return b->AddDataset(
         this,
@@ -335,7 +372,8 @@ class KafkaDatasetOp::Dataset : public DatasetBase {
          {kBatchSize, batch_size},
          {kNumWorkers, num_workers},
          {kWorkerIndex, worker_index},
-         {kSubscribe, subscribe}},
+         {kSubscribe, subscribe},
+         {kMessageMetadata, metadata}},
         output);
   }
 
@@ -494,7 +532,10 @@ class KafkaDatasetOp::Dataset : public DatasetBase {
           kd_reader_batch_messages(reader_.get(), views_.data(), count)));
       const bool with_key = dataset()->attrs_.message_key;
       int64_t bytes = 0;
-      if (batch_size > 0) {
+      if (dataset()->attrs_.metadata) {
+        TF_RETURN_IF_ERROR(AppendMetadataLocked(ctx, count, batch_size > 0,
+                                                out_tensors, &bytes));
+      } else if (batch_size > 0) {
         Tensor values(ctx->allocator({}), DT_STRING,
                       TensorShape({static_cast<int64_t>(count)}));
         Tensor keys(ctx->allocator({}), DT_STRING,
@@ -520,6 +561,89 @@ class KafkaDatasetOp::Dataset : public DatasetBase {
       return absl::OkStatus();
     }
 
+    // The metadata components (see OutputDtypes) of the `count` messages in
+    // views_; `batched`: 1-D per-message fields and header row splits, else
+    // scalars for views_[0].
+    absl::Status AppendMetadataLocked(IteratorContext* ctx, size_t count,
+                                      bool batched,
+                                      std::vector<Tensor>* out_tensors,
+                                      int64_t* bytes)
+        TF_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+      header_counts_.resize(count);
+      size_t total = 0;
+      TF_RETURN_IF_ERROR(ToStatus(
+          kd_reader_batch_headers(reader_.get(), count, header_counts_.data(),
+                                  headers_.data(), headers_.size(), &total)));
+      if (total > headers_.size()) {
+        headers_.resize(total);
+        TF_RETURN_IF_ERROR(ToStatus(
+            kd_reader_batch_headers(reader_.get(), count, header_counts_.data(),
+                                    headers_.data(), headers_.size(), &total)));
+      }
+      const int64_t n = static_cast<int64_t>(count);
+      const TensorShape field_shape =
+          batched ? TensorShape({n}) : TensorShape({});
+      Tensor values(ctx->allocator({}), DT_STRING, field_shape);
+      Tensor keys(ctx->allocator({}), DT_STRING, field_shape);
+      Tensor topics(ctx->allocator({}), DT_STRING, field_shape);
+      Tensor partitions(ctx->allocator({}), DT_INT32, field_shape);
+      Tensor offsets(ctx->allocator({}), DT_INT64, field_shape);
+      Tensor timestamps(ctx->allocator({}), DT_INT64, field_shape);
+      // flat<>() views a scalar as one element too.
+      auto value_flat = values.flat<tstring>();
+      auto key_flat = keys.flat<tstring>();
+      auto topic_flat = topics.flat<tstring>();
+      auto partition_flat = partitions.flat<int32_t>();
+      auto offset_flat = offsets.flat<int64_t>();
+      auto timestamp_flat = timestamps.flat<int64_t>();
+      for (size_t i = 0; i < count; ++i) {
+        const kd_message_view& m = views_[i];
+        *bytes += Assign(m.value, &value_flat(i));
+        *bytes += Assign(m.key, &key_flat(i));
+        if (m.topic.data != nullptr) {
+          topic_flat(i).assign(m.topic.data, m.topic.len);
+        }
+        partition_flat(i) = m.partition;
+        offset_flat(i) = m.offset;
+        timestamp_flat(i) = m.timestamp;
+      }
+      const TensorShape header_shape({static_cast<int64_t>(total)});
+      Tensor names(ctx->allocator({}), DT_STRING, header_shape);
+      Tensor header_values(ctx->allocator({}), DT_STRING, header_shape);
+      Tensor nulls(ctx->allocator({}), DT_BOOL, header_shape);
+      auto name_flat = names.flat<tstring>();
+      auto header_value_flat = header_values.flat<tstring>();
+      auto null_flat = nulls.flat<bool>();
+      for (size_t j = 0; j < total; ++j) {
+        const kd_header_view& h = headers_[j];
+        *bytes += Assign(h.name, &name_flat(j));
+        *bytes += Assign(h.value, &header_value_flat(j));
+        null_flat(j) = h.value_is_null;
+      }
+      out_tensors->reserve(batched ? 10 : 9);
+      out_tensors->push_back(std::move(values));
+      out_tensors->push_back(std::move(keys));
+      out_tensors->push_back(std::move(topics));
+      out_tensors->push_back(std::move(partitions));
+      out_tensors->push_back(std::move(offsets));
+      out_tensors->push_back(std::move(timestamps));
+      out_tensors->push_back(std::move(names));
+      out_tensors->push_back(std::move(header_values));
+      out_tensors->push_back(std::move(nulls));
+      if (batched) {
+        Tensor splits(ctx->allocator({}), DT_INT64, TensorShape({n + 1}));
+        auto split_flat = splits.flat<int64_t>();
+        int64_t at = 0;
+        split_flat(0) = 0;
+        for (size_t i = 0; i < count; ++i) {
+          at += static_cast<int64_t>(header_counts_[i]);
+          split_flat(i + 1) = at;
+        }
+        out_tensors->push_back(std::move(splits));
+      }
+      return absl::OkStatus();
+    }
+
     // A null payload or key arrives as length 0 (and maybe a NULL pointer).
     // Returns the number of bytes copied.
     static int64_t Assign(const kd_bytes& bytes, tstring* out) {
@@ -540,6 +664,9 @@ class KafkaDatasetOp::Dataset : public DatasetBase {
     ReaderHandle reader_ TF_GUARDED_BY(mu_);
     // Reused for every call (no allocation per element).
     std::vector<kd_message_view> views_ TF_GUARDED_BY(mu_);
+    // With metadata only: per-message header counts and the batch's headers.
+    std::vector<size_t> header_counts_ TF_GUARDED_BY(mu_);
+    std::vector<kd_header_view> headers_ TF_GUARDED_BY(mu_);
   };
 
   // Immutable and thread-safe in the core; shared by all iterators, which
@@ -626,6 +753,10 @@ REGISTER_OP("KdKafkaDataset")
     // Join the consumer group `group` and read the partitions it assigns
     // (entries are topic names; checked by the core).
     .Attr("subscribe: bool = false")
+    // `metadata=True` in Python (the name `metadata` is taken by every dataset
+    // op). Each element (or native batch) also carries key, topic, partition,
+    // offset, timestamp and the headers (see Dataset::OutputDtypes).
+    .Attr("message_metadata: bool = false")
     // A source that reads external, changing data: keep TF from constant
     // folding or deduplicating it (TF's own source datasets do the same).
     .SetIsStateful()

@@ -126,6 +126,17 @@ typedef struct kd_message_view {
   int64_t timestamp;
 } kd_message_view;
 
+// One message header. Every view is borrowed from the reader and valid until the next call
+// that reads or moves it.
+typedef struct kd_header_view {
+  // Header name (bytes as the producer wrote them; Kafka clients write UTF-8).
+  struct kd_bytes name;
+  // Header value (`len` 0 for a null or an empty value; `value_is_null` tells them apart).
+  struct kd_bytes value;
+  // The value is null (Kafka's "no value"), not merely empty.
+  bool value_is_null;
+} kd_header_view;
+
 // The saved position of one stream, for readable checkpoint keys and tools.
 typedef struct kd_stream_position {
   // Topic name, borrowed from the reader until its next mutating call.
@@ -207,6 +218,24 @@ struct kd_error *kd_reader_next_batch(struct kd_reader *reader,
 struct kd_error *kd_reader_batch_messages(const struct kd_reader *reader,
                                           struct kd_message_view *out_messages,
                                           size_t count);
+
+// The headers of the first `count` elements of the last batch, for callers that want them
+// (they are read from librdkafka only here). Writes each element's number of headers to
+// `out_header_counts[0..count]` and their sum to `*out_total`; when the sum is at most
+// `capacity`, also writes every header, element after element and in each element's order
+// (duplicates kept), to `out_headers[0..sum]` (views valid until the next call that reads or
+// moves `reader`). When the sum exceeds `capacity`, `out_headers` is left alone: call again
+// with room for `*out_total` headers. `out_headers` may be NULL when `capacity` is 0.
+//
+// # Safety
+// `reader` must be a live reader; `out_header_counts` must point to `count` writable sizes,
+// `out_headers` to `capacity` writable views, `out_total` must be writable.
+struct kd_error *kd_reader_batch_headers(const struct kd_reader *reader,
+                                         size_t count,
+                                         size_t *out_header_counts,
+                                         struct kd_header_view *out_headers,
+                                         size_t capacity,
+                                         size_t *out_total);
 
 // Serializes the reader's position (next unemitted offset per stream). On success writes a
 // view valid until the next call on `reader`. No side effects (TF may save after every

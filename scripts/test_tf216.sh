@@ -32,9 +32,10 @@ $VENV/bin/pip install -q --no-deps --force-reinstall target/tf216/wheels/kafka_d
 
 log "reduced test set"
 # The classic API and DeepRec example, exact checkpoints (TF1 and TF2), native batches, the
-# stats, the package (loader, aliases; the wheel test builds for the main TF only).
+# metadata (ragged headers through batch), the stats, the package (loader, aliases; the wheel
+# test builds for the main TF only).
 $VENV/bin/python -m pytest -q tests/test_classic.py tests/test_checkpoint.py \
-  tests/test_restore_tf2.py tests/test_native_batch.py tests/test_stats.py \
+  tests/test_restore_tf2.py tests/test_native_batch.py tests/test_metadata.py tests/test_stats.py \
   tests/test_package.py -k "not pip_wheel"
 
 log "the pinned TensorFlow refuses the 2.16 library, naming both versions"

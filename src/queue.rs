@@ -162,6 +162,74 @@ impl RawMessage {
     }
 }
 
+/// A message's headers, borrowed from librdkafka: in the order the producer wrote them,
+/// duplicates kept.
+#[derive(Clone, Copy)]
+pub struct Headers<'a> {
+    /// NULL when the message has no headers.
+    list: *const rd::rd_kafka_headers_t,
+    _message: std::marker::PhantomData<&'a RawMessage>,
+}
+
+impl<'a> Headers<'a> {
+    /// Number of headers.
+    pub fn len(&self) -> usize {
+        if self.list.is_null() {
+            0
+        } else {
+            // SAFETY: a live header list owned by the borrowed message.
+            unsafe { rd::rd_kafka_header_cnt(self.list) }
+        }
+    }
+
+    /// Whether there are no headers.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Header `index`: its name and its value (`None` for a null value, which Kafka tells
+    /// apart from an empty one).
+    pub fn get(&self, index: usize) -> Option<(&'a [u8], Option<&'a [u8]>)> {
+        if self.list.is_null() {
+            return None;
+        }
+        let mut name: *const std::os::raw::c_char = std::ptr::null();
+        let mut value: *const c_void = std::ptr::null();
+        let mut size = 0usize;
+        // SAFETY: a live header list; the out-params are locals. The name is NUL-terminated
+        // and the value `size` bytes, both owned by the message.
+        unsafe {
+            let err =
+                rd::rd_kafka_header_get_all(self.list, index, &mut name, &mut value, &mut size);
+            if err != rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR || name.is_null() {
+                return None;
+            }
+            let name = std::ffi::CStr::from_ptr(name).to_bytes();
+            let value =
+                (!value.is_null()).then(|| std::slice::from_raw_parts(value as *const u8, size));
+            Some((name, value))
+        }
+    }
+}
+
+impl RawMessage {
+    /// The headers (parsed by librdkafka on the first call, then cached in the message).
+    /// Read only when asked for: plain reads never pay for them.
+    pub fn headers(&self) -> Headers<'_> {
+        let mut list: *mut rd::rd_kafka_headers_t = std::ptr::null_mut();
+        // SAFETY: valid message pointer; `list` is writable. librdkafka returns _NOENT (and
+        // leaves `list` NULL) for a message without headers.
+        let err = unsafe { rd::rd_kafka_message_headers(self.0.as_ptr(), &mut list) };
+        if err != rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
+            list = std::ptr::null_mut();
+        }
+        Headers {
+            list,
+            _message: std::marker::PhantomData,
+        }
+    }
+}
+
 impl Drop for RawMessage {
     fn drop(&mut self) {
         // SAFETY: owned since `rd_kafka_consume_queue` returned it; destroyed once.

@@ -55,6 +55,11 @@ impl Message {
     pub fn value(&self) -> Option<&[u8]> {
         self.raw.payload()
     }
+
+    /// Headers, in order (read from librdkafka only when called).
+    pub fn headers(&self) -> crate::queue::Headers<'_> {
+        self.raw.headers()
+    }
 }
 
 /// Result of [`Reader::next`].

@@ -211,6 +211,32 @@ fn is_sentinel_view(v: &kd_message_view) -> bool {
         && (v.partition, v.offset, v.timestamp) == (-77, -78, -79)
 }
 
+/// A header view whose every field is recognizable, to detect writes.
+fn sentinel_header() -> kd_header_view {
+    kd_header_view {
+        name: kd_bytes {
+            data: sentinel(),
+            len: 5,
+        },
+        value: kd_bytes {
+            data: sentinel(),
+            len: 6,
+        },
+        value_is_null: true,
+    }
+}
+
+fn is_sentinel_header(h: &kd_header_view) -> bool {
+    let t = sentinel_header();
+    (
+        h.name.data,
+        h.name.len,
+        h.value.data,
+        h.value.len,
+        h.value_is_null,
+    ) == (t.name.data, 5, t.value.data, 6, true)
+}
+
 /// Storage for a `kd_next_status` out-param holding a value no success can write, as a C
 /// caller's uninitialized variable would.
 struct StatusSlot(u32);
@@ -270,6 +296,7 @@ fn every_header_function_is_covered() {
         "kd_reader_commit",
         "kd_reader_next_batch",
         "kd_reader_batch_messages",
+        "kd_reader_batch_headers",
         "kd_reader_stream_count",
         "kd_reader_stream_position",
         "kd_reader_restore",
@@ -844,6 +871,24 @@ fn reader_functions_reject_a_null_reader_without_writing() {
             );
         }
         assert!(views.iter().all(is_sentinel_view));
+
+        let mut counts = [4242usize; 2];
+        let mut headers = [sentinel_header(), sentinel_header()];
+        let mut total = 4242usize;
+        expect_err(
+            kd_reader_batch_headers(
+                null,
+                2,
+                counts.as_mut_ptr(),
+                headers.as_mut_ptr(),
+                2,
+                &mut total,
+            ),
+            INVALID,
+            &["`reader`"],
+        );
+        assert_eq!((counts, total), ([4242, 4242], 4242));
+        assert!(headers.iter().all(is_sentinel_header));
 
         let mut state = kd_bytes {
             data: sentinel(),
@@ -1447,6 +1492,182 @@ fn stats_show_a_live_readers_counters_and_free_back_to_the_baseline() {
         }
         drop((json, summary));
         assert_eq!(live(), before, "the text freed everything it allocated");
+        kd_reader_free(reader);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Headers (metadata=True in the shim).
+
+/// A header as C reads it: name, value (`None` = null).
+type HeaderOf = (Vec<u8>, Option<Vec<u8>>);
+/// A header as the test produces it.
+type HeaderIn = (&'static str, Option<&'static [u8]>);
+
+#[test]
+fn batch_headers_keep_order_duplicates_and_null_vs_empty() {
+    use rdkafka::message::{Header, OwnedHeaders};
+    let mock = MockCluster::new(1).expect("mock cluster");
+    mock.create_topic("abi-headers", 1, 1).expect("topic");
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", mock.bootstrap_servers())
+        .set("linger.ms", "50")
+        .create()
+        .expect("producer");
+    let sets: Vec<Vec<HeaderIn>> = vec![
+        vec![
+            ("a", Some(b"1")),
+            ("n", None),
+            ("e", Some(b"")),
+            ("a", Some(b"\x00\xff")),
+        ],
+        vec![],
+        vec![("x", Some(b"y"))],
+    ];
+    for (i, set) in sets.iter().enumerate() {
+        let mut headers = OwnedHeaders::new();
+        for &(key, value) in set {
+            headers = headers.insert(Header { key, value });
+        }
+        let payload = format!("v{i}");
+        let mut record = BaseRecord::<(), _>::to("abi-headers")
+            .partition(0)
+            .payload(&payload)
+            .timestamp(1000 + i as i64);
+        if !set.is_empty() {
+            record = record.headers(headers);
+        }
+        producer.send(record).map_err(|(e, _)| e).expect("send");
+    }
+    producer.flush(Duration::from_secs(10)).expect("flush");
+    let expected: Vec<Vec<HeaderOf>> = sets
+        .iter()
+        .map(|set| {
+            set.iter()
+                .map(|&(k, v)| (k.as_bytes().to_vec(), v.map(<[u8]>::to_vec)))
+                .collect()
+        })
+        .collect();
+
+    let servers = mock.bootstrap_servers();
+    let topics = [s("abi-headers")];
+    let dataset = new_dataset(&kd_dataset_options {
+        servers: s(&servers),
+        ..options(&topics)
+    })
+    .map_err(expect_ok)
+    .unwrap();
+    let mut reader = sentinel::<kd_reader>();
+    unsafe {
+        expect_ok(kd_reader_new(dataset, &mut reader));
+        kd_dataset_free(dataset);
+        let mut got: Vec<Vec<HeaderOf>> = Vec::new();
+        let stop = Instant::now() + Duration::from_secs(30);
+        loop {
+            assert!(Instant::now() < stop, "no end within 30 s");
+            let (status, count) = next_batch(reader, 8);
+            match status {
+                kd_next_status::KD_NEXT_ELEMENT => {}
+                kd_next_status::KD_NEXT_PENDING => continue,
+                kd_next_status::KD_NEXT_END => break,
+            }
+            // More elements than the batch: an error, nothing written.
+            let mut counts = vec![4242usize; count + 1];
+            let mut total = 4242usize;
+            expect_err(
+                kd_reader_batch_headers(
+                    reader,
+                    count + 1,
+                    counts.as_mut_ptr(),
+                    ptr::null_mut(),
+                    0,
+                    &mut total,
+                ),
+                INVALID,
+                &["headers of", "batch elements"],
+            );
+            assert!(total == 4242 && counts.iter().all(|&c| c == 4242));
+            expect_err(
+                kd_reader_batch_headers(
+                    reader,
+                    count,
+                    counts.as_mut_ptr(),
+                    ptr::null_mut(),
+                    0,
+                    ptr::null_mut(),
+                ),
+                INVALID,
+                &["`out_total`"],
+            );
+            expect_err(
+                kd_reader_batch_headers(
+                    reader,
+                    count,
+                    ptr::null_mut(),
+                    ptr::null_mut(),
+                    0,
+                    &mut total,
+                ),
+                INVALID,
+                &["`out_header_counts`"],
+            );
+            assert_eq!(total, 4242);
+            // No room: the counts and the total, headers untouched.
+            let mut one = [sentinel_header()];
+            expect_ok(kd_reader_batch_headers(
+                reader,
+                count,
+                counts.as_mut_ptr(),
+                one.as_mut_ptr(),
+                0,
+                &mut total,
+            ));
+            assert_eq!(total, counts[..count].iter().sum::<usize>());
+            assert!(is_sentinel_header(&one[0]));
+            if total > 0 {
+                expect_err(
+                    kd_reader_batch_headers(
+                        reader,
+                        count,
+                        counts.as_mut_ptr(),
+                        ptr::null_mut(),
+                        total,
+                        &mut total,
+                    ),
+                    INVALID,
+                    &["`out_headers`"],
+                );
+            }
+            // Room for all of them.
+            let mut headers: Vec<kd_header_view> =
+                (0..total + 1).map(|_| sentinel_header()).collect();
+            let mut again = 0usize;
+            expect_ok(kd_reader_batch_headers(
+                reader,
+                count,
+                counts.as_mut_ptr(),
+                headers.as_mut_ptr(),
+                headers.len(),
+                &mut again,
+            ));
+            assert_eq!(again, total);
+            assert!(is_sentinel_header(&headers[total]), "wrote past the total");
+            let mut at = 0;
+            for &n in &counts[..count] {
+                got.push(
+                    headers[at..at + n]
+                        .iter()
+                        .map(|h| {
+                            let value = bytes_of(h.value);
+                            assert!(!h.value_is_null || value.is_empty());
+                            (bytes_of(h.name), (!h.value_is_null).then_some(value))
+                        })
+                        .collect(),
+                );
+                at += n;
+            }
+        }
+        assert_eq!(got, expected);
         kd_reader_free(reader);
     }
 }

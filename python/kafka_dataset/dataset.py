@@ -18,7 +18,9 @@ from kafka_dataset import _loader
 # its meaning. batch_size=N: each element is a 1-D batch of 1..N messages filled natively.
 # num_workers / worker_index: read only this worker's share of the partitions.
 # subscribe: join the consumer group and read the partitions it assigns.
-EXTENSIONS = frozenset({"batch_size", "num_workers", "worker_index", "subscribe"})
+# metadata: each element is a dict with the message's key, topic, partition, offset, timestamp
+# and headers beside its value.
+EXTENSIONS = frozenset({"batch_size", "metadata", "num_workers", "worker_index", "subscribe"})
 
 
 def _check_extensions(extensions):
@@ -114,6 +116,100 @@ def _int64_scalar(name, value):
     return tf.convert_to_tensor(int(value), dtype=tf.int64, name=name)
 
 
+def _metadata_spec(batched):
+    """The element structure with ``metadata=True``: per-message fields are scalars (1-D for
+    native batches); each header component is a ``tf.RaggedTensorSpec`` with ragged_rank 0
+    (ragged_rank 1, ``[n, None]``, for native batches), so ``Dataset.batch`` stacks elements
+    with different numbers of headers into RaggedTensors."""
+    field = [None] if batched else []
+
+    def header(dtype):
+        return tf.RaggedTensorSpec(
+            field + [None], dtype, ragged_rank=1 if batched else 0, row_splits_dtype=tf.int64
+        )
+
+    return {
+        "value": tf.TensorSpec(field, tf.string),
+        "key": tf.TensorSpec(field, tf.string),
+        "topic": tf.TensorSpec(field, tf.string),
+        "partition": tf.TensorSpec(field, tf.int32),
+        "offset": tf.TensorSpec(field, tf.int64),
+        "timestamp": tf.TensorSpec(field, tf.int64),
+        "headers": {
+            "key": header(tf.string),
+            "value": header(tf.string),
+            "null": header(tf.bool),
+        },
+    }
+
+
+def _op_spec(batched):
+    """The op's own components with metadata (cc/kafka_dataset_op.cc, OutputDtypes): the
+    fields, then the headers flattened (names, values, null flags) and, for native batches,
+    their row splits."""
+    field = [None] if batched else []
+    specs = [
+        tf.TensorSpec(field, dtype)
+        for dtype in (tf.string, tf.string, tf.string, tf.int32, tf.int64, tf.int64)
+    ]
+    specs += [tf.TensorSpec([None], dtype) for dtype in (tf.string, tf.string, tf.bool)]
+    if batched:
+        specs.append(tf.TensorSpec([None], tf.int64))
+    return tuple(specs)
+
+
+class _OpDataset(dataset_ops.DatasetSource):
+    """The op's output as it is (the flat metadata components), before `_structure_metadata`."""
+
+    def __init__(self, variant_tensor, element_spec):
+        self._spec = element_spec
+        super(_OpDataset, self).__init__(variant_tensor)
+
+    @property
+    def element_spec(self):
+        return self._spec
+
+
+def _structure_metadata(op_dataset, batched):
+    """Maps the op's flat components to the metadata dict, encoding the headers as ragged
+    tensors (TF's variant encoding, what `RaggedTensorSpec` datasets carry). One cheap,
+    stateless function per element (per batch with `batch_size`); checkpoints save only the
+    op's position."""
+    spec = _metadata_spec(batched)
+    headers_spec = spec["headers"]
+
+    def to_element(value, key, topic, partition, offset, timestamp, names, values, nulls, *splits):
+        def ragged(name, flat):
+            if batched:
+                flat = tf.RaggedTensor.from_row_splits(flat, splits[0], validate=False)
+            # pylint: disable=protected-access
+            return headers_spec[name]._to_tensor_list(flat)[0]
+
+        return {
+            "value": value,
+            "key": key,
+            "topic": topic,
+            "partition": partition,
+            "offset": offset,
+            "timestamp": timestamp,
+            "headers": {
+                "key": ragged("key", names),
+                "value": ragged("value", values),
+                "null": ragged("null", nulls),
+            },
+        }
+
+    try:
+        from tensorflow.python.data.ops import map_op
+
+        # Inline on the calling thread: the function is a handful of cheap ops.
+        return map_op._MapDataset(
+            op_dataset, to_element, use_inter_op_parallelism=False, preserve_cardinality=True
+        )
+    except (ImportError, AttributeError, TypeError):  # a TensorFlow without that private API
+        return op_dataset.map(to_element)
+
+
 class KafkaDatasetV2(dataset_ops.DatasetSource):
     """Reads Kafka partitions and merges them in message-timestamp order.
 
@@ -159,6 +255,12 @@ class KafkaDatasetV2(dataset_ops.DatasetSource):
             (fnv1a32(t) + p) % N (32-bit FNV-1a of the topic name), so every partition has
             exactly one owner; checkpoints record the split and restore only into the same
             (N, i). See `kafka_dataset.distributed_dataset` for `tf.distribute`.
+            `metadata=True`: each element is a dict `{"value", "key", "topic", "partition"
+            (int32), "offset" (int64), "timestamp" (int64 ms, as the merge used it),
+            "headers": {"key", "value", "null"}}` (a null key reads as `b""`); the header
+            components are ragged-capable 1-D tensors (names, values, and `null` telling a
+            null value from an empty one), in the producer's order, so `.batch()` yields
+            RaggedTensors. With `batch_size`, every field is 1-D and headers are `[n, None]`.
             `subscribe=True`: consumer-group mode. Each iterator joins `group` (required) and
             reads the partitions the group assigns it, moving them on rebalances
             (cooperative-sticky); entries are topic names. A partition starts at the group's
@@ -178,6 +280,12 @@ class KafkaDatasetV2(dataset_ops.DatasetSource):
             raise TypeError(
                 "KafkaDataset: subscribe must be a Python bool, got %s %r"
                 % (type(subscribe).__name__, subscribe)
+            )
+        metadata = extensions.get("metadata", False)
+        if not isinstance(metadata, (bool, np.bool_)):
+            raise TypeError(
+                "KafkaDataset: metadata must be a Python bool, got %s %r"
+                % (type(metadata).__name__, metadata)
             )
         if not isinstance(message_key, (bool, np.bool_)):
             raise TypeError(
@@ -199,11 +307,19 @@ class KafkaDatasetV2(dataset_ops.DatasetSource):
         self._config_global = _string_vector("config_global", config_global)
         self._config_topic = _string_vector("config_topic", config_topic)
 
+        self._with_metadata = bool(metadata)
         value_spec = tf.TensorSpec([None] if self._batch_size else [], tf.string)
-        self._element_spec = (value_spec, value_spec) if self._message_key else value_spec
+        if self._with_metadata:
+            self._element_spec = _metadata_spec(bool(self._batch_size))
+        elif self._message_key:
+            self._element_spec = (value_spec, value_spec)
+        else:
+            self._element_spec = value_spec
 
         ops = _loader.load_library()
         attrs = {"message_key": self._message_key}
+        if self._with_metadata:
+            attrs["message_metadata"] = True
         if self._batch_size:
             attrs["batch_size"] = self._batch_size
         if (num_workers, worker_index) != (1, 0):
@@ -221,7 +337,17 @@ class KafkaDatasetV2(dataset_ops.DatasetSource):
             self._config_topic,
             **attrs,
         )
+        self._op_dataset = None
+        if self._with_metadata:
+            batched = bool(self._batch_size)
+            self._op_dataset = _OpDataset(variant_tensor, _op_spec(batched))
+            variant_tensor = _structure_metadata(self._op_dataset, batched)._variant_tensor
         super(KafkaDatasetV2, self).__init__(variant_tensor)
+
+    def _inputs(self):
+        # With metadata the variant is a map over the op; report the op's dataset as the input
+        # (options and functions are traced through inputs).
+        return [self._op_dataset] if self._op_dataset is not None else []
 
     @property
     def element_spec(self):

@@ -34,8 +34,10 @@ KAFKA_HEAP_ENV = "KAFKA_DATASET_KAFKA_HEAP"
 SCRAM_MECHANISM = "SCRAM-SHA-512"
 SCRAM_USERS = {"admin": "admin-secret", "alice": "alice-secret", "bob": "bob-secret"}
 
-Record = collections.namedtuple("Record", "partition value key timestamp")
-Record.__new__.__defaults__ = (None, None)  # key=None (null key), timestamp=None (producer clock)
+Record = collections.namedtuple("Record", "partition value key timestamp headers")
+# key=None (null key), timestamp=None (producer clock), headers=None (none): a list of
+# (name, value) pairs, value None for a null header value.
+Record.__new__.__defaults__ = (None, None, None)
 
 Delivered = collections.namedtuple("Delivered", "partition offset timestamp key value")
 Message = collections.namedtuple("Message", "partition offset timestamp key value")
@@ -540,9 +542,9 @@ def _as_bytes(v):
 
 
 def produce(bootstrap, topic, records, compression="lz4", linger_ms=5, timeout=60.0, config=None):
-    """Produces ``records`` (Record or (partition, value[, key[, timestamp]]) tuples) in order,
-    the way real producers do: idempotent, batched (``linger_ms``, many records per batch) and
-    compressed (``compression``: none, gzip, snappy, lz4 or zstd).
+    """Produces ``records`` (Record or (partition, value[, key[, timestamp[, headers]]]) tuples)
+    in order, the way real producers do: idempotent, batched (``linger_ms``, many records per
+    batch) and compressed (``compression``: none, gzip, snappy, lz4 or zstd).
 
     Timestamps are CreateTime in ms. Returns one ``Delivered`` per record, in input order;
     raises if any delivery failed. ``config``: extra producer properties.
@@ -586,6 +588,8 @@ def produce(bootstrap, topic, records, compression="lz4", linger_ms=5, timeout=6
             kwargs["key"] = _as_bytes(r.key)
         if r.timestamp is not None:
             kwargs["timestamp"] = int(r.timestamp)
+        if r.headers:
+            kwargs["headers"] = [(name, _as_bytes(value)) for name, value in r.headers]
         while True:
             try:
                 producer.produce(topic, **kwargs)

@@ -4,7 +4,10 @@ use std::time::Duration;
 
 use super::dataset::kd_dataset;
 use super::error::kd_error;
-use super::views::{kd_bytes, kd_message_view, kd_str, message_view, read_bytes, view_str};
+use super::views::{
+    header_view, kd_bytes, kd_header_view, kd_message_view, kd_str, message_view, read_bytes,
+    view_str,
+};
 use super::{arg, arg_mut, boundary, free_handle};
 use crate::error::Error;
 use crate::reader::{Next, Reader};
@@ -149,6 +152,72 @@ pub unsafe extern "C" fn kd_reader_batch_messages(
         for (slot, (m, stream)) in out.iter_mut().zip(batch) {
             *slot = message_view(m, stream);
         }
+        Ok(())
+    })
+}
+
+/// The headers of the first `count` elements of the last batch, for callers that want them
+/// (they are read from librdkafka only here). Writes each element's number of headers to
+/// `out_header_counts[0..count]` and their sum to `*out_total`; when the sum is at most
+/// `capacity`, also writes every header, element after element and in each element's order
+/// (duplicates kept), to `out_headers[0..sum]` (views valid until the next call that reads or
+/// moves `reader`). When the sum exceeds `capacity`, `out_headers` is left alone: call again
+/// with room for `*out_total` headers. `out_headers` may be NULL when `capacity` is 0.
+///
+/// # Safety
+/// `reader` must be a live reader; `out_header_counts` must point to `count` writable sizes,
+/// `out_headers` to `capacity` writable views, `out_total` must be writable.
+#[no_mangle]
+pub unsafe extern "C" fn kd_reader_batch_headers(
+    reader: *const kd_reader,
+    count: usize,
+    out_header_counts: *mut usize,
+    out_headers: *mut kd_header_view,
+    capacity: usize,
+    out_total: *mut usize,
+) -> *mut kd_error {
+    boundary(|| {
+        let reader = reader_ref(reader)?;
+        let out_total = arg_mut(out_total, "out_total")?;
+        let batch = reader.batch();
+        if count > batch.len() {
+            return Err(Error::invalid(format!(
+                "asked for the headers of {count} batch elements, the batch has {}",
+                batch.len()
+            )));
+        }
+        let counts: &mut [usize] = if count == 0 {
+            &mut []
+        } else {
+            arg_mut(out_header_counts, "out_header_counts")?;
+            // SAFETY: the caller provides `count` writable sizes.
+            std::slice::from_raw_parts_mut(out_header_counts, count)
+        };
+        let messages: Vec<_> = batch.take(count).map(|(m, _)| m.headers()).collect();
+        let total: usize = messages.iter().map(|h| h.len()).sum();
+        if total > 0 && total <= capacity {
+            arg_mut(out_headers, "out_headers")?;
+            // SAFETY: the caller provides `capacity` writable views.
+            let out = std::slice::from_raw_parts_mut(out_headers, total);
+            let mut slots = out.iter_mut();
+            for headers in &messages {
+                for i in 0..headers.len() {
+                    let (name, value) = headers.get(i).ok_or_else(|| {
+                        Error::new(
+                            crate::error::ErrorKind::Internal,
+                            format!("header {i} of {} vanished", headers.len()),
+                        )
+                    })?;
+                    if let Some(slot) = slots.next() {
+                        *slot = header_view(name, value);
+                    }
+                }
+            }
+        }
+        for (slot, headers) in counts.iter_mut().zip(&messages) {
+            *slot = headers.len();
+        }
+        *out_total = total;
         Ok(())
     })
 }

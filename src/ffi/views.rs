@@ -44,6 +44,18 @@ pub struct kd_message_view {
     pub timestamp: i64,
 }
 
+/// One message header. Every view is borrowed from the reader and valid until the next call
+/// that reads or moves it.
+#[repr(C)]
+pub struct kd_header_view {
+    /// Header name (bytes as the producer wrote them; Kafka clients write UTF-8).
+    pub name: kd_bytes,
+    /// Header value (`len` 0 for a null or an empty value; `value_is_null` tells them apart).
+    pub value: kd_bytes,
+    /// The value is null (Kafka's "no value"), not merely empty.
+    pub value_is_null: bool,
+}
+
 /// Owned text (UTF-8) returned by the library, e.g. a stats snapshot. Read it with
 /// [`kd_text_view`], free it with [`kd_text_free`].
 pub struct kd_text {
@@ -87,6 +99,15 @@ pub(super) fn message_view(m: &Message, stream: &StreamSpec) -> kd_message_view 
         partition: stream.partition,
         offset: m.offset,
         timestamp: m.timestamp,
+    }
+}
+
+/// The view of one header (`value` `None` = a null value).
+pub(super) fn header_view(name: &[u8], value: Option<&[u8]>) -> kd_header_view {
+    kd_header_view {
+        name: view_bytes(Some(name)),
+        value: view_bytes(value),
+        value_is_null: value.is_none(),
     }
 }
 
