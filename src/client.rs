@@ -311,13 +311,14 @@ impl LiveCluster<'_> {
         until: i64,
         wait: Duration,
     ) -> Result<i64> {
-        // The log end first: a message appended between the two requests lies past it.
+        // The log end first: when no message has reached `until`, one appended between the two
+        // requests lies past the end taken.
         let (_, high) = self
             .consumer
             .fetch_watermarks(topic, partition, wait)
             .map_err(|e| kafka_error(&format!("watermarks of {topic}:{partition}"), &e))?;
         Ok(match self.offset_for_time(topic, partition, until, wait)? {
-            Some(o) => last_before(start, o.min(high)),
+            Some(o) => last_before(start, o),
             None if until <= epoch_ms_now() => last_before(start, high),
             None => UNLIMITED,
         })
@@ -361,11 +362,21 @@ impl LiveCluster<'_> {
     /// The start of the log (its first offset) of `topic:partition`.
     pub(crate) fn log_start(&self, topic: &str, partition: i32) -> Result<i64> {
         with_retries(self.deadline, |wait| {
-            self.consumer
-                .fetch_watermarks(topic, partition, wait)
-                .map(|(low, _)| low)
-                .map_err(|e| kafka_error(&format!("watermarks of {topic}:{partition}"), &e))
+            self.log_start_once(topic, partition, wait)
         })
+    }
+
+    /// [`LiveCluster::log_start`], one request waited for at most `wait`.
+    pub(crate) fn log_start_once(
+        &self,
+        topic: &str,
+        partition: i32,
+        wait: Duration,
+    ) -> Result<i64> {
+        self.consumer
+            .fetch_watermarks(topic, partition, wait)
+            .map(|(low, _)| low)
+            .map_err(|e| kafka_error(&format!("watermarks of {topic}:{partition}"), &e))
     }
 }
 

@@ -207,6 +207,7 @@ impl Cursor {
         let from = self.next_offset;
         let skipped: i64 = self.spec.ranges[self.range.min(self.spec.ranges.len())..]
             .iter()
+            .filter(|r| !r.is_empty())
             .map(|r| {
                 let end = if r.last == UNLIMITED {
                     target
@@ -515,5 +516,14 @@ mod tests {
         assert_eq!(c.rewind_to(11), Some((4, Action::Seek(11))));
         // Forward is not a rewind.
         assert_eq!(c.rewind_to(12), None);
+    }
+
+    #[test]
+    fn a_reset_counts_nothing_for_empty_ranges() {
+        let mut empty = spec(&[(0, 4), (10, 0), (20, 30)]);
+        empty.ranges[1].last = crate::spec::EMPTY;
+        let mut c = Cursor::restore(empty, 5, false);
+        // Skipping from 5 to 25: offsets 20..24 of the last range; the empty range adds none.
+        assert_eq!(c.skip_to(25), (5, Action::Seek(25)));
     }
 }

@@ -85,7 +85,10 @@ impl DatasetSpec {
             )));
         }
         let whole_topic = |e: &Entry| {
-            e.partitions == Partitions::All && e.start == Start::Offset(0) && e.last == UNLIMITED
+            e.partitions == Partitions::All
+                && e.start == Start::Offset(0)
+                && e.last == UNLIMITED
+                && e.until.is_none()
         };
         if let Some(e) = self.entries.iter().find(|e| !whole_topic(e)) {
             return Err(Error::invalid(format!(

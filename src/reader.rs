@@ -263,6 +263,8 @@ pub struct Reader {
     /// The position came from a checkpoint: the first read checks that its partitions still
     /// exist (a topic deleted and recreated with fewer).
     restored: bool,
+    /// Some stream may still have an open time end (the slow path looks for passed ones).
+    has_open_time_ends: bool,
 }
 
 /// When the partition counts of the whole-topic entries' topics are read next.
@@ -341,6 +343,7 @@ impl Reader {
                 due: Instant::now() + interval,
             }),
             restored: false,
+            has_open_time_ends: false,
             spec: spec.clone(),
         };
         reader.set_position(State {
@@ -361,7 +364,7 @@ impl Reader {
     fn check_starts(&mut self, cluster: &LiveCluster) -> Result<()> {
         // A start at 0 is never beyond the end: no request for the common whole-topic read.
         let candidates: Vec<usize> = (0..self.streams.len())
-            .filter(|&i| self.streams[i].next_offset() > 0)
+            .filter(|&i| !self.streams[i].finished() && self.streams[i].next_offset() > 0)
             .collect();
         if candidates.is_empty() {
             return Ok(());
@@ -381,20 +384,32 @@ impl Reader {
             if offset <= high {
                 continue;
             }
-            let (topic, partition) = (&stream.spec().topic, stream.spec().partition);
+            let (topic, partition) = (stream.spec().topic.clone(), stream.spec().partition);
             let target = match policy {
-                Some(ResetPolicy::Earliest) => cluster.log_start(topic, partition)?,
-                Some(ResetPolicy::Latest) => high,
-                None if self.spec.eof => {
-                    stream.cursor.finish();
-                    continue;
+                Some(ResetPolicy::Earliest) => Some(cluster.log_start(&topic, partition)?),
+                Some(ResetPolicy::Latest) => Some(high),
+                _ => None,
+            };
+            match target.and_then(|target| stream.cursor.rewind_to(target)) {
+                Some((rewound, _)) => {
+                    stream.rewound += rewound;
+                    self.published.count_rewound(rewound);
+                    eprintln!(
+                        "kafka-dataset: {}: start offset {offset} is beyond the end of the log (next offset {high}); auto.offset.reset={} starts at {}, {rewound} offsets back",
+                        stream.spec().name(),
+                        policy_name(policy),
+                        stream.next_offset(),
+                    );
                 }
-                _ => {
+                None if self.spec.eof && policy != Some(ResetPolicy::Fail) => {
+                    stream.cursor.finish();
+                }
+                None => {
                     let entry = self
                         .spec
                         .entries
                         .iter()
-                        .find(|e| e.topic == *topic && e.names(partition))
+                        .find(|e| e.topic == topic && e.names(partition))
                         .map_or(String::new(), |e| format!("topics entry \"{}\": ", e.text));
                     let name = stream.spec().name();
                     return Err(beyond_end_error(
@@ -404,18 +419,7 @@ impl Reader {
                         policy,
                     ));
                 }
-            };
-            let (rewound, _) = stream
-                .cursor
-                .rewind_to(target)
-                .expect("a first range's start moves back to any earlier offset");
-            stream.rewound += rewound;
-            self.published.count_rewound(rewound);
-            eprintln!(
-                "kafka-dataset: {}: start offset {offset} is beyond the end of the log (next offset {high}); auto.offset.reset={} starts at {target}, {rewound} offsets back",
-                stream.spec().name(),
-                policy_name(policy),
-            );
+            }
         }
         Ok(())
     }
@@ -432,6 +436,7 @@ impl Reader {
         }
         self.gates = Vec::with_capacity(self.streams.len());
         self.last_emitted_time = i64::MIN;
+        self.has_open_time_ends = self.spec.entries.iter().any(|e| e.until.is_some());
     }
 
     /// Creates the consumer and starts fetching every unfinished stream at its position (a
@@ -541,12 +546,16 @@ impl Reader {
                     ));
                 }
                 for partition in known..count {
+                    let owned = self.spec.assignment.owns(&entry.topic, partition);
                     let start = match entry.start {
                         Start::Offset(o) => o,
-                        _ => match cluster.log_start(&entry.topic, partition) {
-                            Ok(low) => low,
-                            Err(_) => break, // asked again at the next interval
-                        },
+                        _ if !owned => 0, // not read here: no request
+                        _ => {
+                            match cluster.log_start_once(&entry.topic, partition, DISCOVERY_WAIT) {
+                                Ok(low) => low,
+                                Err(_) => break, // asked again at the next interval
+                            }
+                        }
                     };
                     added.push((index, partition, start));
                 }
@@ -565,9 +574,9 @@ impl Reader {
     fn add_partition(&mut self, index: usize, partition: i32, start: i64) -> Result<()> {
         let entry = &self.spec.entries[index];
         let topic = entry.topic.clone();
-        self.partitions.push((topic.clone(), partition));
-        self.partitions.sort();
         if !self.spec.assignment.owns(&topic, partition) {
+            self.partitions.push((topic, partition));
+            self.partitions.sort();
             return Ok(());
         }
         let last = match entry.last {
@@ -606,6 +615,10 @@ impl Reader {
         self.streams.insert(at, stream);
         self.renumber_heads();
         self.gates = Vec::with_capacity(self.streams.len());
+        // Only now: a partition whose stream failed to open is found again next time.
+        self.partitions.push((topic.clone(), partition));
+        self.partitions.sort();
+        self.has_open_time_ends |= self.spec.entries[index].until.is_some();
         eprintln!(
             "kafka-dataset: {topic}:{partition}: a partition added to topic \"{topic}\"; reading it from offset {start}"
         );
@@ -733,7 +746,11 @@ impl Reader {
         loop {
             let seen = self.wake.generation();
             self.serve_main_queue()?;
-            self.end_passed_time_windows();
+            if self.has_open_time_ends {
+                // What is fetched first: a window never closes over fetched messages.
+                self.fill_heads()?;
+                self.end_passed_time_windows();
+            }
             let now = Instant::now();
             if self.discovery.as_ref().is_some_and(|d| now >= d.due) {
                 self.discover_partitions(now)?;
@@ -769,14 +786,29 @@ impl Reader {
     }
 
     /// Completes the ranges whose open time end the wall clock has passed while their stream
-    /// sits at the end of its log with nothing to emit (see [`Cursor::time_passed`]).
+    /// sits at the end of its log with nothing fetched left to emit (see
+    /// [`Cursor::time_passed`]). Called after [`Reader::fill_heads`].
     fn end_passed_time_windows(&mut self) {
         let mut now_ms = None;
+        let mut open = false;
         for index in 0..self.streams.len() {
             let stream = &mut self.streams[index];
+            if stream.finished() {
+                continue;
+            }
+            open |= stream
+                .spec()
+                .ranges
+                .iter()
+                .any(|r| r.open_until().is_some());
+            if stream.cursor.current_open_until().is_none() {
+                continue;
+            }
+            let high = stream.shared.high_watermark.load(Ordering::Relaxed);
             if stream.caught_up_since.is_none()
                 || stream.head.is_some()
-                || stream.cursor.current_open_until().is_none()
+                || !stream.pending.is_empty()
+                || stream.next_offset() < high
             {
                 continue;
             }
@@ -784,6 +816,8 @@ impl Reader {
             let action = stream.cursor.time_passed(now_ms);
             self.act(index, action);
         }
+        // Streams only close their windows (or come and go by discovery, which re-arms this).
+        self.has_open_time_ends = open;
     }
 
     /// One merge decision at `now` over what is fetched; an emitted element becomes
@@ -1073,29 +1107,26 @@ impl Reader {
         let stream = &mut self.streams[index];
         let (name, offset) = (stream.spec().name(), stream.next_offset());
         let target = match policy {
-            None if self.spec.eof => {
-                stream.cursor.finish();
-                self.act(index, Action::Finished);
-                return Ok(());
-            }
-            Some(ResetPolicy::Earliest) => low,
-            Some(ResetPolicy::Latest) => high,
-            _ => return Err(beyond_end_error(&name, offset, high, policy)),
+            Some(ResetPolicy::Earliest) => Some(low),
+            Some(ResetPolicy::Latest) => Some(high),
+            _ => None,
         };
-        if target == offset {
+        if target == Some(offset) {
             // The log grew back to the position meanwhile: fetch there again.
             self.refetch(index, offset);
             return Ok(());
         }
-        let Some((rewound, _)) = stream.cursor.rewind_to(target) else {
-            // A later range of a chain: going back would read between ranges or again.
-            return Err(Error::new(
-                ErrorKind::DataLoss,
-                format!(
-                    "{name}: the log now ends at offset {high}, before the range this iterator reads (offset {offset} is in a later range of its entries); it was truncated or recreated"
-                ),
-            ));
+        let Some((rewound, _)) = target.and_then(|target| stream.cursor.rewind_to(target)) else {
+            // No policy, `error`, or a later range of chained entries (which never goes back
+            // before its start): the rule without a policy, unless the user said `error`.
+            if self.spec.eof && policy != Some(ResetPolicy::Fail) {
+                stream.cursor.finish();
+                self.act(index, Action::Finished);
+                return Ok(());
+            }
+            return Err(beyond_end_error(&name, offset, high, policy));
         };
+        let target = stream.next_offset();
         stream.rewound += rewound;
         self.published.count_rewound(rewound);
         stream.head = None;
@@ -1442,7 +1473,8 @@ fn policy_name(policy: Option<ResetPolicy>) -> &'static str {
 fn beyond_end_error(name: &str, offset: i64, high: i64, policy: Option<ResetPolicy>) -> Error {
     let why = match policy {
         Some(ResetPolicy::Fail) => "auto.offset.reset=error",
-        _ => "set auto.offset.reset=earliest|latest in config_topic to reset the position, or eof=True to end the partition there",
+        Some(_) => "auto.offset.reset does not move it back: it lies in a later range of chained entries, which never reads between ranges or again; eof=True ends the partition there",
+        None => "set auto.offset.reset=earliest|latest in config_topic to reset the position, or eof=True to end the partition there",
     };
     Error::invalid(format!(
         "{name}: offset {offset} is beyond the end of the log (next offset {high}); {why}"

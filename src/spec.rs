@@ -469,7 +469,14 @@ pub fn resolve_streams(
     for (stream, texts) in streams.iter_mut().zip(&sources) {
         let mut order: Vec<usize> = (0..stream.ranges.len()).collect();
         order.sort_by_key(|&i| stream.ranges[i].start);
-        for w in order.windows(2) {
+        // Neighbours in start order, empty ranges aside (one between two others would hide
+        // their overlap).
+        let filled: Vec<usize> = order
+            .iter()
+            .copied()
+            .filter(|&i| !stream.ranges[i].is_empty())
+            .collect();
+        for w in filled.windows(2) {
             if ranges_overlap(stream.ranges[w[0]], stream.ranges[w[1]]) {
                 return Err(overlap_error(&texts[w[0]], &texts[w[1]]));
             }
@@ -615,6 +622,15 @@ mod tests {
         );
         assert!(ranges.iter().all(|r| r.is_empty() && r.is_past(r.start)));
         assert_eq!(last_before(0, 0), EMPTY);
+        // An empty range between two overlapping ones does not hide their overlap.
+        let e = parse_entries(&strings(&[
+            "b:0:beginning:150",
+            "b:0:@200:@300",
+            "b:0:100:200",
+        ]))
+        .unwrap();
+        let err = resolve_streams(&e, &mut FakeCluster, Assignment::SOLE).unwrap_err();
+        assert!(err.message.contains("overlap"), "{err}");
         assert_eq!(last_before(3, 9), 8);
     }
 

@@ -118,3 +118,48 @@ def test_a_restored_position_beyond_a_recreated_log_follows_the_policy(kd, kafka
         tf.train.Checkpoint(iterator=restored).read(path).assert_consumed()
         with pytest.raises(tf.errors.InvalidArgumentError, match="offset 20 is beyond the end"):
             next(restored)
+
+
+def test_a_reset_policy_never_turns_a_clean_end_into_an_error(kd, kafka):
+    """Chained entries whose later range starts beyond the log end: the later range never moves
+    back before its start, so with or without a policy the partition ends there with eof."""
+    topic = kafka.new_topic(1)
+    delivered = kafka.produce(topic, [(0, "a%02d" % i, None, BASE_TS + i) for i in range(20)])
+    entries = ["%s:0:0:4" % topic, "%s:0:1000" % topic]
+    for policy in [None, "earliest", "latest"]:
+        ds = kd.KafkaDataset(
+            entries,
+            servers=kafka.servers,
+            eof=True,
+            timeout=300,
+            config_topic=reset(policy) if policy else None,
+        )
+        assert read_until_end(ds) == values(delivered[:5]), policy
+
+
+def test_a_window_that_is_empty_or_finished_at_the_start_is_not_reset(kd, kafka):
+    """A start beyond the log end whose window is empty anyway (its end lies in the past
+    before any message) reads nothing, with any policy, and is no error."""
+    topic = kafka.new_topic(1)
+    kafka.produce(topic, [(0, "a%02d" % i, None, BASE_TS + i) for i in range(20)])
+    for policy in ["earliest", "latest", None]:
+        ds = kd.KafkaDataset(
+            ["%s:0:5000:@%d" % (topic, BASE_TS + 5)],
+            servers=kafka.servers,
+            timeout=300,
+            config_topic=reset(policy) if policy else None,
+        )
+        assert read_until_end(ds) == [], policy
+
+
+def test_subscribe_refuses_a_time_end(kd, kafka):
+    topic = kafka.new_topic(1)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="with subscribe=True each entry"):
+        iter(
+            kd.KafkaDataset(
+                ["%s::0:@%d" % (topic, BASE_TS)],
+                servers=kafka.servers,
+                group=kafka.new_group(),
+                subscribe=True,
+            )
+        )
