@@ -280,7 +280,7 @@ impl LiveCluster<'_> {
     }
 
     /// The first offset of `topic:partition` whose timestamp is >= `ms`, if any.
-    fn offset_for_time(
+    pub(crate) fn offset_for_time(
         &self,
         topic: &str,
         partition: i32,

@@ -54,6 +54,10 @@ pub struct Settings {
     /// How often whole-topic entries look for partitions added to their topics
     /// ([`DISCOVERY_INTERVAL_KEY`]); `None` when turned off.
     pub discovery_interval: Option<Duration>,
+    /// The freshness policy ([`MAX_LAG_KEY`]); `None` when off.
+    pub max_lag: Option<Duration>,
+    /// What the group's committed offsets mean ([`COMMIT_KEY`]).
+    pub commit_mode: CommitMode,
 }
 
 /// What to do when a position is out of the log's range: below its start (records deleted,
@@ -87,24 +91,72 @@ pub const DISCOVERY_INTERVAL_KEY: &str = "kafka_dataset.partition.discovery.inte
 /// Default [`DISCOVERY_INTERVAL_KEY`]: new partitions are read within 10 s.
 pub const DEFAULT_DISCOVERY_INTERVAL_MS: u64 = 10_000;
 
-/// The library's own keys, their valid values and what the values mean.
-const LIBRARY_KEYS: &[(&str, std::ops::RangeInclusive<u64>, &str)] = &[
-    (PREFETCH_BUDGET_KEY, 1..=1 << 20, "MiB"),
+/// The library's own `config_global` key: skip ahead when a partition's next message is older
+/// than this many ms by the wall clock (`max_lag_ms=`); 0 = off (the default).
+pub const MAX_LAG_KEY: &str = "kafka_dataset.max.lag.ms";
+
+/// The library's own `config_global` key: what the group's committed offsets mean
+/// (`commit=`): `emitted` (the default) or `checkpoint`.
+pub const COMMIT_KEY: &str = "kafka_dataset.commit";
+
+/// What the committed offsets of a user-given group mean.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CommitMode {
+    /// The positions after the emitted elements: committed periodically
+    /// (`auto.commit.interval.ms`), on every save and when the iterator goes away.
+    Emitted,
+    /// Exactly the positions in the last saved checkpoint: committed on every save, never
+    /// otherwise (Flink's `commit.offsets.on.checkpoint`).
+    Checkpoint,
+}
+
+/// What a library key accepts.
+enum Valid {
+    /// An integer in the range, and its unit.
+    Integer(std::ops::RangeInclusive<u64>, &'static str),
+    /// One of these words.
+    OneOf(&'static [&'static str]),
+}
+
+/// The library's own keys and their valid values (global only; removed before librdkafka sees
+/// the configuration).
+const LIBRARY_KEYS: &[(&str, Valid)] = &[
+    (PREFETCH_BUDGET_KEY, Valid::Integer(1..=1 << 20, "MiB")),
     (
         DISCOVERY_INTERVAL_KEY,
-        0..=86_400_000,
-        "milliseconds, 0 = off",
+        Valid::Integer(0..=86_400_000, "milliseconds, 0 = off"),
     ),
+    (
+        MAX_LAG_KEY,
+        Valid::Integer(0..=31_536_000_000, "milliseconds, 0 = off"),
+    ),
+    (COMMIT_KEY, Valid::OneOf(&["emitted", "checkpoint"])),
 ];
 
-/// The value of one of the library's own keys, if valid.
-fn parse_library_value(key: &str, value: &str) -> Option<u64> {
-    let (_, valid, _) = LIBRARY_KEYS.iter().find(|(k, _, _)| *k == key)?;
-    value
-        .trim()
-        .parse::<u64>()
-        .ok()
-        .filter(|v| valid.contains(v))
+impl Valid {
+    fn accepts(&self, value: &str) -> bool {
+        match self {
+            Valid::Integer(range, _) => value
+                .trim()
+                .parse::<u64>()
+                .is_ok_and(|v| range.contains(&v)),
+            Valid::OneOf(words) => words.contains(&value.trim()),
+        }
+    }
+
+    fn expected(&self) -> String {
+        match self {
+            Valid::Integer(range, unit) => {
+                format!("an integer in {}..={} ({unit})", range.start(), range.end())
+            }
+            Valid::OneOf(words) => format!("one of {}", words.join(", ")),
+        }
+    }
+}
+
+/// The valid value of one of the library's own integer keys, if given.
+fn library_integer(global: &[Property], key: &str) -> Option<u64> {
+    last_value(global, key).and_then(|v| v.trim().parse().ok())
 }
 
 /// What one queued message is assumed to cost, so that small messages are bounded by count as
@@ -262,21 +314,20 @@ fn parse_property(scope: Scope, index: usize, item: &str) -> Result<Property> {
             )));
         }
     }
-    if let Some((_, valid, unit)) = LIBRARY_KEYS.iter().find(|(k, _, _)| *k == key) {
+    if let Some((_, valid)) = LIBRARY_KEYS.iter().find(|(k, _)| *k == key) {
         if scope == Scope::Topic {
             return Err(Error::invalid(format!(
                 "{} \"{key}\": belongs in config_global (it is not a topic property)",
                 at()
             )));
         }
-        parse_library_value(key, value).ok_or_else(|| {
-            Error::invalid(format!(
-                "{} \"{key}\": invalid value \"{value}\": expected an integer in {}..={} ({unit})",
+        if !valid.accepts(value) {
+            return Err(Error::invalid(format!(
+                "{} \"{key}\": invalid value \"{value}\": expected {}",
                 at(),
-                valid.start(),
-                valid.end()
-            ))
-        })?;
+                valid.expected()
+            )));
+        }
         return Ok(Property {
             key: key.to_string(),
             value: value.to_string(),
@@ -354,15 +405,22 @@ impl Settings {
             ));
         }
         let mut global = parse_properties(Scope::Global, global)?;
-        let library_value =
-            |key| last_value(&global, key).and_then(|value| parse_library_value(key, value));
+        // Every value was checked by `parse_properties`.
         let prefetch_budget_mb =
-            library_value(PREFETCH_BUDGET_KEY).unwrap_or(DEFAULT_PREFETCH_BUDGET_MB);
-        let discovery_interval =
-            Some(library_value(DISCOVERY_INTERVAL_KEY).unwrap_or(DEFAULT_DISCOVERY_INTERVAL_MS))
+            library_integer(&global, PREFETCH_BUDGET_KEY).unwrap_or(DEFAULT_PREFETCH_BUDGET_MB);
+        let milliseconds = |key, default| {
+            Some(library_integer(&global, key).unwrap_or(default))
                 .filter(|&ms| ms > 0)
-                .map(Duration::from_millis);
-        global.retain(|p| LIBRARY_KEYS.iter().all(|(k, _, _)| *k != p.key));
+                .map(Duration::from_millis)
+        };
+        let discovery_interval =
+            milliseconds(DISCOVERY_INTERVAL_KEY, DEFAULT_DISCOVERY_INTERVAL_MS);
+        let max_lag = milliseconds(MAX_LAG_KEY, 0);
+        let commit_mode = match last_value(&global, COMMIT_KEY).map(str::trim) {
+            Some("checkpoint") => CommitMode::Checkpoint,
+            _ => CommitMode::Emitted,
+        };
+        global.retain(|p| LIBRARY_KEYS.iter().all(|(k, _)| *k != p.key));
         // The group argument wins; without it, a group.id among the properties is the group.
         let group = match group {
             "" => last_value(&global, "group.id").unwrap_or(""),
@@ -375,6 +433,8 @@ impl Settings {
             topic: parse_properties(Scope::Topic, topic)?,
             prefetch_budget_mb,
             discovery_interval,
+            max_lag,
+            commit_mode,
         })
     }
 
@@ -556,6 +616,34 @@ mod tests {
         );
         assert!(ok.is_ok(), "{ok:?}");
         assert!(Settings::new("  ", "", &[], &[]).is_err());
+    }
+
+    #[test]
+    fn reader_policies_are_library_keys_checked_and_kept_from_librdkafka() {
+        let settings = |global: &[&str]| Settings::new("h:1", "g", &items(global), &[]);
+        let s = settings(&[]).unwrap();
+        assert_eq!((s.max_lag, s.commit_mode), (None, CommitMode::Emitted));
+        assert_eq!(s.discovery_interval, Some(Duration::from_secs(10)));
+        let s = settings(&[
+            "kafka_dataset.max.lag.ms=60000",
+            "kafka_dataset.commit=checkpoint",
+            "kafka_dataset.partition.discovery.interval.ms=0",
+        ])
+        .unwrap();
+        assert_eq!(s.max_lag, Some(Duration::from_secs(60)));
+        assert_eq!(s.commit_mode, CommitMode::Checkpoint);
+        assert_eq!(s.discovery_interval, None);
+        assert!(s.global.is_empty(), "{:?}", s.global);
+        for (bad, needle) in [
+            ("kafka_dataset.commit=sometimes", "one of emitted, checkpoint"),
+            ("kafka_dataset.max.lag.ms=-1", "0..=31536000000"),
+            ("kafka_dataset.partition.discovery.interval.ms=x", "0..=86400000"),
+        ] {
+            let e = settings(&[bad]).unwrap_err();
+            assert!(e.message.contains(needle) && e.message.contains("config_global[0]"), "{e}");
+        }
+        let e = Settings::new("h:1", "", &[], &items(&["kafka_dataset.commit=checkpoint"]));
+        assert!(e.unwrap_err().message.contains("belongs in config_global"));
     }
 
     #[test]

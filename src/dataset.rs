@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::config::{last_value, Settings};
+use crate::config::{last_value, CommitMode, Settings};
 use crate::error::{Error, Result};
 use crate::spec::{parse_entries, Assignment, Entry, Partitions, Start, UNLIMITED};
 
@@ -45,6 +45,11 @@ impl DatasetSpec {
         }
         let entries = parse_entries(topics)?;
         let settings = Settings::new(servers, group, config_global, config_topic)?;
+        if settings.group.is_empty() && settings.commit_mode == CommitMode::Checkpoint {
+            return Err(Error::invalid(
+                "commit=\"checkpoint\" needs a consumer group (the group argument is empty): it says what the group's committed offsets mean",
+            ));
+        }
         if settings.group.is_empty() {
             if let Some(e) = entries.iter().find(|e| e.start == Start::Stored) {
                 return Err(Error::invalid(format!(
@@ -83,6 +88,11 @@ impl DatasetSpec {
                 "subscribe=True cannot be combined with num_workers/worker_index (this dataset is {}): the consumer group assigns the partitions",
                 self.assignment
             )));
+        }
+        if self.settings.commit_mode == CommitMode::Checkpoint {
+            return Err(Error::invalid(
+                "subscribe=True cannot be combined with commit=\"checkpoint\": when the group moves a partition, its next owner starts at the committed offset, so a member commits what it emitted",
+            ));
         }
         let whole_topic = |e: &Entry| {
             e.partitions == Partitions::All
@@ -124,6 +134,16 @@ impl DatasetSpec {
         self.settings
             .discovery_interval
             .filter(|_| whole_topics && !self.eof && !self.subscribe)
+    }
+
+    /// After how long without a read a group member's service thread serves its consumer
+    /// (see `reader::keeper`): a quarter of `max.poll.interval.ms` (librdkafka's default
+    /// 300000), at most 1 s, at least 20 ms.
+    pub fn keep_alive_after(&self) -> Duration {
+        let max_poll = last_value(&self.settings.global, "max.poll.interval.ms")
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap_or(300_000);
+        Duration::from_millis((max_poll / 4).clamp(20, 1000))
     }
 
     /// Deadline for metadata requests at iterator start, after which brokers count as

@@ -17,7 +17,7 @@ use crate::client::{
     create_consumer, epoch_ms_now, is_fatal, is_fatal_code, kafka_error, Consumer, LiveCluster,
     Rebalance,
 };
-use crate::config::ResetPolicy;
+use crate::config::{CommitMode, ResetPolicy};
 use crate::cursor::{Action, Cursor};
 use crate::dataset::DatasetSpec;
 use crate::error::{Error, ErrorKind, Result};
@@ -30,8 +30,10 @@ use crate::state::{check_group_identity, check_identity, decode, encode, State, 
 use crate::stats::{self, Counters, LogSchedule, PartitionStats, Published, SharedPosition};
 
 mod group;
+mod keeper;
 
 use group::Membership;
+use keeper::Keeper;
 
 /// One element, held by the reader until the next call; its bytes stay in librdkafka's
 /// buffer (never copied in Rust).
@@ -125,6 +127,10 @@ struct Stream {
     skipped: u64,
     /// Offsets the reset policy moved the position back (it lay beyond the log end).
     rewound: u64,
+    /// Offsets the freshness policy skipped as stale.
+    stale: u64,
+    /// When the freshness policy may next look up where the window starts.
+    stale_check_due: Instant,
     /// Position and watermark as the stats show them: the position stored on every emitted
     /// element and whenever the partitions are published, the watermark whenever fetched
     /// messages are taken.
@@ -144,6 +150,8 @@ impl Stream {
             committed: -1,
             skipped: 0,
             rewound: 0,
+            stale: 0,
+            stale_check_due: Instant::now(),
             shared: Arc::new(SharedPosition::new(state.next_offset)),
         }
     }
@@ -237,7 +245,9 @@ pub struct Reader {
     batch: Vec<Message>,
     /// None until the first read. Taken when disconnecting, after every message and queue
     /// that belongs to it was released.
-    consumer: Option<Consumer>,
+    consumer: Option<Arc<Consumer>>,
+    /// A group member's service thread, serving the consumer while the iterator is idle.
+    keeper: Option<Keeper>,
     wake: Arc<Wake>,
     last_emitted_time: i64,
     /// The counters, and the partitions as published for readers of the stats.
@@ -265,6 +275,8 @@ pub struct Reader {
     restored: bool,
     /// Some stream may still have an open time end (the slow path looks for passed ones).
     has_open_time_ends: bool,
+    /// The freshness policy: messages older than this many ms are skipped.
+    max_lag_ms: Option<i64>,
 }
 
 /// When the partition counts of the whole-topic entries' topics are read next.
@@ -278,6 +290,9 @@ struct Discovery {
 struct Commits {
     interval: Duration,
     due: Instant,
+    /// `CommitMode::Checkpoint`: commits happen only on an explicit commit (every save), so
+    /// the committed offsets are the last checkpoint's positions.
+    on_save_only: bool,
 }
 
 impl Reader {
@@ -319,6 +334,7 @@ impl Reader {
             gates: Vec::new(),
             streams: Vec::new(),
             consumer: None,
+            keeper: None,
             wake: Arc::new(Wake::default()),
             current: None,
             batch: Vec::new(),
@@ -336,6 +352,7 @@ impl Reader {
             commits: (!spec.settings.group.is_empty()).then(|| Commits {
                 interval: spec.commit_interval(),
                 due: Instant::now() + spec.commit_interval(),
+                on_save_only: spec.settings.commit_mode == CommitMode::Checkpoint,
             }),
             group: None,
             discovery: spec.discovery_interval().map(|interval| Discovery {
@@ -344,6 +361,10 @@ impl Reader {
             }),
             restored: false,
             has_open_time_ends: false,
+            max_lag_ms: spec
+                .settings
+                .max_lag
+                .map(|lag| i64::try_from(lag.as_millis()).unwrap_or(i64::MAX)),
             spec: spec.clone(),
         };
         reader.set_position(State {
@@ -451,12 +472,23 @@ impl Reader {
                 wake.notify();
             }
         };
-        self.consumer = Some(create_consumer(
+        let consumer = Arc::new(create_consumer(
             &self.spec,
             budget_share,
             true,
             Some(on_main_queue),
         )?);
+        if self.group.is_some() {
+            self.keeper = Some(
+                Keeper::start(consumer.clone(), self.spec.keep_alive_after()).map_err(|e| {
+                    Error::new(
+                        ErrorKind::Internal,
+                        format!("cannot start the group member's service thread: {e}"),
+                    )
+                })?,
+            );
+        }
+        self.consumer = Some(consumer);
         let started = self
             .check_restored_partitions()
             .and_then(|()| self.start_fetching())
@@ -682,6 +714,7 @@ impl Reader {
                     finished: s.finished(),
                     skipped: s.skipped,
                     rewound: s.rewound,
+                    stale: s.stale,
                 }));
             });
         }
@@ -695,6 +728,8 @@ impl Reader {
     /// order, held (see [`Reader::batch`]) until the next call. Nothing is held back across
     /// calls, so a save between calls never covers elements the caller has not received.
     pub fn next_batch(&mut self, max_elements: usize, max_wait: Duration) -> Result<Next> {
+        // A group member's service thread stays off the consumer while the reader reads.
+        let _reading = self.keeper.as_ref().map(Keeper::reading);
         self.batch.clear();
         match self.next(max_wait)? {
             Next::Element => {}
@@ -824,7 +859,11 @@ impl Reader {
     /// [`Reader::current`].
     fn step(&mut self, now: Instant) -> Result<Decision> {
         self.fill_heads()?;
-        if self.commits.as_ref().is_some_and(|c| now >= c.due) {
+        if self
+            .commits
+            .as_ref()
+            .is_some_and(|c| now >= c.due && !c.on_save_only)
+        {
             self.commit(false);
         }
         if self.streams.is_empty() && (!self.spec.eof || self.group.is_some()) {
@@ -891,6 +930,7 @@ impl Reader {
     /// has no side effects: TF may save after every element, while commits are for
     /// checkpoints a user keeps.
     pub fn commit_position(&mut self) {
+        let _reading = self.keeper.as_ref().map(Keeper::reading);
         self.commit(true);
     }
 
@@ -981,6 +1021,9 @@ impl Reader {
 
     fn serve_main_queue(&mut self) -> Result<()> {
         self.wake.main_ready.store(false, Ordering::Relaxed);
+        if let Some(error) = self.keeper.as_ref().and_then(Keeper::take_error) {
+            return Err(error);
+        }
         let anonymous = self.commits.is_none();
         while let Some(event) = self.consumer().poll(Duration::ZERO) {
             match event {
@@ -1051,9 +1094,55 @@ impl Reader {
                     Some(_) => Action::Continue, // transient: librdkafka retries by itself
                 };
                 self.act(i, action);
+                if let Some(max_lag) = self.max_lag_ms {
+                    self.skip_if_stale(i, max_lag);
+                }
             }
         }
         Ok(())
+    }
+
+    /// The freshness policy (`max_lag_ms`, by the wall clock): when stream `index`'s new head
+    /// is older than `max_lag` ms, moves the position to the first offset whose timestamp is
+    /// within the window (offsets-for-times; the log end when none is), dropping what lies
+    /// before it and counting the offsets its ranges wanted as stale. The position moves like
+    /// an emit, so a checkpoint after a skip resumes after it. At most one look-up per stream
+    /// per [`STALE_CHECK_INTERVAL`] (timestamps need not grow with offsets); a failed look-up
+    /// lets the read go on.
+    fn skip_if_stale(&mut self, index: usize, max_lag: i64) {
+        let stream = &self.streams[index];
+        let Some(head) = stream.head.as_ref() else {
+            return;
+        };
+        let since = epoch_ms_now() - max_lag;
+        let now = Instant::now();
+        if head.timestamp >= since || now < stream.stale_check_due {
+            return;
+        }
+        let head_offset = head.offset;
+        let spec = stream.spec();
+        let target = {
+            let cluster = self.cluster(STALE_LOOKUP_WAIT);
+            match cluster.offset_for_time(&spec.topic, spec.partition, since, STALE_LOOKUP_WAIT) {
+                Ok(Some(offset)) => Some(offset),
+                // Everything in the log is stale: its end.
+                Ok(None) => cluster
+                    .log_ends(&[(spec.topic.as_str(), spec.partition)])
+                    .ok()
+                    .and_then(|ends| ends.first().copied()),
+                Err(_) => None,
+            }
+        };
+        let stream = &mut self.streams[index];
+        stream.stale_check_due = now + STALE_CHECK_INTERVAL;
+        let Some(target) = target.filter(|&t| t > head_offset) else {
+            return;
+        };
+        let (stale, action) = stream.cursor.skip_to(target);
+        stream.stale += stale;
+        self.published.count_stale(stale);
+        stream.head = None;
+        self.act(index, action);
     }
 
     /// Handles a fatal consumption error of stream `index`. The broker refusing the position
@@ -1282,11 +1371,13 @@ impl Reader {
         if self.consumer.is_none() {
             return;
         }
+        // The service thread stops (joined) before anything else touches the consumer.
+        self.keeper = None;
         // rdkafka's own drop polls in 100 ms steps, without a deadline, until the consumer is
         // closed; closing here with short polls makes teardown prompt in the common case.
         // Without a final commit there is nothing to wait for: close in the background at
         // once (the anonymous group's coordinator lookup held closes for seconds).
-        let final_commit = final_commit && self.commits.is_some();
+        let final_commit = final_commit && self.commits.as_ref().is_some_and(|c| !c.on_save_only);
         let wait = if final_commit {
             CLOSE_WAIT
         } else {
@@ -1316,8 +1407,8 @@ impl Reader {
             }
         }
         if !consumer.closed() {
-            // The thread holds the only reference: rdkafka's close-and-destroy (no deadline)
-            // runs there, never on TensorFlow's thread.
+            // The thread holds the last reference (the keeper's went with it): rdkafka's
+            // close-and-destroy (no deadline) runs there, never on TensorFlow's thread.
             let _ = std::thread::Builder::new()
                 .name("kafka-dataset-close".into())
                 .spawn(move || drop(consumer));
@@ -1349,6 +1440,7 @@ impl Reader {
                 self.wake.main_ready.store(true, Ordering::Relaxed);
                 return Err(e);
             }
+            self.published.count_rebalance();
         }
         Ok(())
     }
@@ -1444,6 +1536,12 @@ impl Reader {
         }
     }
 }
+
+/// How often the freshness policy may look up the window's start per stream.
+const STALE_CHECK_INTERVAL: Duration = Duration::from_secs(1);
+
+/// How long the freshness policy waits for one look-up (on the reading thread).
+const STALE_LOOKUP_WAIT: Duration = Duration::from_secs(1);
 
 /// How long partition discovery waits for one metadata answer (it runs on the reading
 /// thread; a request that fails is tried again at the next interval).

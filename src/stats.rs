@@ -36,6 +36,11 @@ pub struct Counters {
     /// How far the opt-in reset policy moved positions back because they lay beyond the end
     /// of the log (a start offset past it, a log that was truncated or recreated).
     pub rewound: u64,
+    /// Offsets the freshness policy (`max_lag_ms`) skipped because their messages were older
+    /// than the window.
+    pub stale: u64,
+    /// Rebalances a consumer-group member acted on (assignments and revocations).
+    pub rebalances: u64,
 }
 
 /// What a reader's stream updates as it reads, for the stats to show at any time.
@@ -73,6 +78,8 @@ pub struct PartitionStats {
     pub skipped: u64,
     /// How far the reset policy moved this partition back (see [`Counters::rewound`]).
     pub rewound: u64,
+    /// Offsets of this partition skipped as stale (see [`Counters::stale`]).
+    pub stale: u64,
 }
 
 impl PartitionStats {
@@ -122,6 +129,8 @@ pub struct Published {
     idle_passes: AtomicU64,
     skipped: AtomicU64,
     rewound: AtomicU64,
+    stale: AtomicU64,
+    rebalances: AtomicU64,
     partitions: Mutex<Vec<PartitionStats>>,
 }
 
@@ -149,6 +158,8 @@ pub fn register(topics: Vec<String>, group: String) -> Arc<Published> {
         idle_passes: AtomicU64::new(0),
         skipped: AtomicU64::new(0),
         rewound: AtomicU64::new(0),
+        stale: AtomicU64::new(0),
+        rebalances: AtomicU64::new(0),
         partitions: Mutex::default(),
     });
     registry.next_id += 1;
@@ -186,6 +197,17 @@ impl Published {
         bump(&self.rewound, offsets);
     }
 
+    /// Counts offsets skipped as stale by the freshness policy. Only the owning reader calls
+    /// this.
+    pub fn count_stale(&self, offsets: u64) {
+        bump(&self.stale, offsets);
+    }
+
+    /// Counts one rebalance acted on. Only the owning reader calls this.
+    pub fn count_rebalance(&self) {
+        bump(&self.rebalances, 1);
+    }
+
     /// The counters now.
     pub fn counters(&self) -> Counters {
         Counters {
@@ -195,6 +217,8 @@ impl Published {
             idle_passes: self.idle_passes.load(Ordering::Relaxed),
             skipped: self.skipped.load(Ordering::Relaxed),
             rewound: self.rewound.load(Ordering::Relaxed),
+            stale: self.stale.load(Ordering::Relaxed),
+            rebalances: self.rebalances.load(Ordering::Relaxed),
         }
     }
 
@@ -217,8 +241,8 @@ impl Published {
         json_string(out, &self.group);
         let _ = write!(
             out,
-            ",\"messages\":{},\"bytes\":{},\"late_elements\":{},\"idle_passes\":{},\"skipped_offsets\":{},\"rewound_offsets\":{},\"lag\":",
-            c.messages, c.bytes, c.late, c.idle_passes, c.skipped, c.rewound
+            ",\"messages\":{},\"bytes\":{},\"late_elements\":{},\"idle_passes\":{},\"skipped_offsets\":{},\"rewound_offsets\":{},\"stale_offsets\":{},\"rebalances\":{},\"lag\":",
+            c.messages, c.bytes, c.late, c.idle_passes, c.skipped, c.rewound, c.stale, c.rebalances
         );
         json_optional(out, total_lag(&partitions));
         out.push_str(",\"partitions\":[");
@@ -240,8 +264,8 @@ impl Published {
             json_optional(out, p.lag());
             let _ = write!(
                 out,
-                ",\"finished\":{},\"skipped_offsets\":{},\"rewound_offsets\":{}}}",
-                p.finished, p.skipped, p.rewound
+                ",\"finished\":{},\"skipped_offsets\":{},\"rewound_offsets\":{},\"stale_offsets\":{}}}",
+                p.finished, p.skipped, p.rewound, p.stale
             );
         }
         out.push_str("]}");
@@ -253,7 +277,7 @@ impl Published {
         let seconds = elapsed.as_secs_f64().max(1e-3);
         let lag = total_lag(&self.partitions.lock());
         format!(
-            "kafka-dataset: iterator {} ({}): {} messages ({:.0}/s), {:.1} MiB ({:.2} MiB/s), lag {}, late {}, idle passes {}, skipped {}, rewound {}",
+            "kafka-dataset: iterator {} ({}): {} messages ({:.0}/s), {:.1} MiB ({:.2} MiB/s), lag {}, late {}, idle passes {}, skipped {}, rewound {}, stale {}",
             self.id,
             self.topics.join(","),
             c.messages,
@@ -264,16 +288,18 @@ impl Published {
             c.late,
             c.idle_passes,
             c.skipped,
-            c.rewound
+            c.rewound,
+            c.stale
         )
     }
 }
 
 /// Every live reader's published counters and partitions, as a JSON document:
 /// `{"iterators": [{"id", "topics", "group", "messages", "bytes", "late_elements",
-/// "idle_passes", "skipped_offsets", "rewound_offsets", "lag", "partitions": [{"topic",
-/// "partition", "next_offset", "high_watermark", "lag", "finished", "skipped_offsets",
-/// "rewound_offsets"}]}]}`; unknown
+/// "idle_passes", "skipped_offsets", "rewound_offsets", "stale_offsets", "rebalances", "lag",
+/// "partitions":
+/// [{"topic", "partition", "next_offset", "high_watermark", "lag", "finished",
+/// "skipped_offsets", "rewound_offsets", "stale_offsets"}]}]}`; unknown
 /// values are `null`.
 pub fn snapshot_json() -> String {
     let readers: Vec<Arc<Published>> = REGISTRY
@@ -370,6 +396,7 @@ mod tests {
             finished,
             skipped: 0,
             rewound: 0,
+            stale: 0,
         }
     }
 
@@ -395,7 +422,7 @@ mod tests {
         });
         let id = published.id();
         let json = snapshot_json();
-        let mine = format!("{{\"id\":{id},\"topics\":[\"a\\\"b\"],\"group\":\"g\\\\1\\u000a\",\"messages\":3,\"bytes\":30,\"late_elements\":1,\"idle_passes\":2,\"skipped_offsets\":4,\"rewound_offsets\":6,\"lag\":null,");
+        let mine = format!("{{\"id\":{id},\"topics\":[\"a\\\"b\"],\"group\":\"g\\\\1\\u000a\",\"messages\":3,\"bytes\":30,\"late_elements\":1,\"idle_passes\":2,\"skipped_offsets\":4,\"rewound_offsets\":6,\"stale_offsets\":0,\"rebalances\":0,\"lag\":null,");
         assert!(json.contains(&mine), "{json}");
         assert!(
             json.contains("\"high_watermark\":10,\"lag\":7,")

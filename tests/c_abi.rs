@@ -1480,7 +1480,7 @@ fn stats_show_a_live_readers_counters_and_free_back_to_the_baseline() {
         // left to read.
         let bytes: usize = MESSAGES.iter().map(|m| m.3.len() + m.4.len()).sum();
         let summary = format!(
-            "\"topics\":[\"{TOPIC}\"],\"group\":\"\",\"messages\":{},\"bytes\":{bytes},\"late_elements\":0,\"idle_passes\":0,\"skipped_offsets\":0,\"rewound_offsets\":0,\"lag\":0,",
+            "\"topics\":[\"{TOPIC}\"],\"group\":\"\",\"messages\":{},\"bytes\":{bytes},\"late_elements\":0,\"idle_passes\":0,\"skipped_offsets\":0,\"rewound_offsets\":0,\"stale_offsets\":0,\"rebalances\":0,\"lag\":0,",
             MESSAGES.len()
         );
         assert!(json.contains(&summary), "{summary} not in {json}");

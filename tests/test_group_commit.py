@@ -266,3 +266,67 @@ def test_destroying_the_iterator_is_prompt_when_the_broker_is_gone(kd, run_pytho
     assert took < 10, "destroying an iterator with a group while the broker is gone took %.1f s" % (
         took
     )
+
+
+def test_commit_checkpoint_commits_exactly_the_last_saved_positions(kd, kafka, backlog, tmp_path):
+    """commit="checkpoint": the group's committed offsets are the positions of the last saved
+    checkpoint, and nothing else: not periodically (the interval here is 100 ms), not when the
+    iterator goes away. A fresh iterator starting at `stored` then resumes exactly where the
+    checkpoint does."""
+    topic, where = backlog
+    group = kafka.new_group()
+    committed = Committed(kafka.servers, group, topic)
+    entries = ["%s:%d" % (topic, p) for p in range(PARTITIONS)]
+    make = lambda entries: kd.KafkaDataset(  # noqa: E731
+        entries,
+        servers=kafka.servers,
+        group=group,
+        timeout=200,
+        config_global=["auto.commit.interval.ms=100"],
+        commit="checkpoint",
+    )
+    it = iter(make(entries))
+    emitted = Emitted(it, where)
+    for _ in range(25):  # ~10 commit intervals of reading
+        emitted.read(2)
+        time.sleep(STEP_S * 2)
+    assert committed.read() == {}, "committed before any checkpoint"
+    path = tf.train.Checkpoint(iterator=it).write(str(tmp_path / "first"))
+    saved = dict(emitted.next)
+    committed.wait_for(saved)
+    for _ in range(25):
+        emitted.read(2)
+        time.sleep(STEP_S * 2)
+    assert committed.read() == saved, "committed without a checkpoint"
+    del it, emitted
+    gc.collect()
+    assert committed.read() == saved, "committed when the iterator went away"
+
+    stored = [next(iter(make(["%s:%d:stored" % (topic, p) for p in range(PARTITIONS)])))]
+    restored = iter(make(entries))
+    tf.train.Checkpoint(iterator=restored).read(path).assert_consumed()
+    assert [next(restored).numpy()] == [v.numpy() for v in stored]
+    committed.close()
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, needle",
+    [
+        (dict(commit="checkpoint"), tf.errors.InvalidArgumentError, "needs a consumer group"),
+        (
+            dict(commit="checkpoint", group="g", subscribe=True),
+            tf.errors.InvalidArgumentError,
+            "cannot be combined with commit",
+        ),
+        (
+            dict(commit="sometimes", group="g"),
+            tf.errors.InvalidArgumentError,
+            "kafka_dataset.commit",
+        ),
+        (dict(commit=1, group="g"), TypeError, "commit must be a str"),
+    ],
+)
+def test_commit_mode_misuse_is_refused_naming_it(kd, kafka, kwargs, error, needle):
+    topic = kafka.new_topic(1)
+    with pytest.raises(error, match=needle):
+        iter(kd.KafkaDataset([topic], servers=kafka.servers, **kwargs))

@@ -20,7 +20,14 @@ from kafka_dataset import _loader
 # subscribe: join the consumer group and read the partitions it assigns.
 # metadata: each element is a dict with the message's key, topic, partition, offset, timestamp
 # and headers beside its value.
-EXTENSIONS = frozenset({"batch_size", "metadata", "num_workers", "worker_index", "subscribe"})
+# max_lag_ms / commit: reader policies; they reach the core as the library's own config_global
+# keys (LIBRARY_KEYS below), so the op and its graph defs do not change.
+EXTENSIONS = frozenset(
+    {"batch_size", "metadata", "num_workers", "worker_index", "subscribe", "max_lag_ms", "commit"}
+)
+
+# Keyword extension -> the library's config_global key carrying it (checked by the core).
+LIBRARY_KEYS = {"max_lag_ms": "kafka_dataset.max.lag.ms", "commit": "kafka_dataset.commit"}
 
 
 def _check_extensions(extensions):
@@ -40,6 +47,24 @@ def _int_extension(extensions, name, default):
             "KafkaDataset: %s must be an int, got %s %r" % (name, type(value).__name__, value)
         )
     return int(value)
+
+
+def _library_policies(extensions):
+    """The reader policies given as keywords, as ``Key=Value`` items of the library's keys."""
+    items = []
+    if "max_lag_ms" in extensions:
+        items.append(
+            "%s=%d" % (LIBRARY_KEYS["max_lag_ms"], _int_extension(extensions, "max_lag_ms", 0))
+        )
+    if "commit" in extensions:
+        commit = extensions["commit"]
+        if not isinstance(commit, str):
+            raise TypeError(
+                'KafkaDataset: commit must be a str ("emitted" or "checkpoint"), got %s %r'
+                % (type(commit).__name__, commit)
+            )
+        items.append("%s=%s" % (LIBRARY_KEYS["commit"], commit))
+    return items
 
 
 def _is_tensor(value):
@@ -266,6 +291,16 @@ class KafkaDatasetV2(dataset_ops.DatasetSource):
             (cooperative-sticky); entries are topic names. A partition starts at the group's
             committed offset (its log start when none), emitted offsets are committed
             periodically, on save, on revoke and on close: at-least-once, see the README.
+            `max_lag_ms=N` (N > 0): the freshness policy. When a partition's next message is
+            older than N ms by the wall clock, the reader skips to the first offset within the
+            window (offsets-for-times) instead of training on stale data; skipped offsets are
+            counted per partition (`stale_offsets` in `kafka_dataset.stats()`), and the skip is
+            part of the position a checkpoint saves.
+            `commit="checkpoint"` (needs `group`, not with `subscribe`): the group's committed
+            offsets are exactly the positions of the last saved checkpoint (committed on every
+            save, never otherwise), so broker lag tools show where a restart resumes; the
+            default `commit="emitted"` commits emitted positions periodically, on save and on
+            close.
         """
         _check_extensions(extensions)
         batch_size = _int_extension(extensions, "batch_size", 0)
@@ -305,6 +340,12 @@ class KafkaDatasetV2(dataset_ops.DatasetSource):
         self._eof = _bool_scalar("eof", eof)
         self._timeout = _int64_scalar("timeout", timeout)
         self._config_global = _string_vector("config_global", config_global)
+        policies = _library_policies(extensions)
+        if policies:
+            # Last: they win over the same keys given in config_global.
+            self._config_global = tf.concat(
+                [self._config_global, tf.constant(policies, dtype=tf.string)], 0
+            )
         self._config_topic = _string_vector("config_topic", config_topic)
 
         self._with_metadata = bool(metadata)

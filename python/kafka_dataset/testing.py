@@ -441,7 +441,11 @@ def start_kafka(
     classpath = os.path.join(libs, "*")
     heap = heap or os.environ.get(KAFKA_HEAP_ENV) or "512m"
     directory = directory or tempfile.mkdtemp(prefix="kafka-")
-    cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    # Kafka's own Uuid.randomUuid() never starts with '-': the storage tool's argument parser
+    # would take such an id for an option (1 in 64 broker starts failed to format).
+    cluster_id = "-"
+    while cluster_id.startswith("-"):
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
     ca_keystore = make_certificates(directory) if security else None
     nodes = [
         KafkaNode(i + 1, os.path.join(directory, "node-%d" % (i + 1)),
