@@ -635,12 +635,21 @@ mod tests {
         assert_eq!(s.discovery_interval, None);
         assert!(s.global.is_empty(), "{:?}", s.global);
         for (bad, needle) in [
-            ("kafka_dataset.commit=sometimes", "one of emitted, checkpoint"),
+            (
+                "kafka_dataset.commit=sometimes",
+                "one of emitted, checkpoint",
+            ),
             ("kafka_dataset.max.lag.ms=-1", "0..=31536000000"),
-            ("kafka_dataset.partition.discovery.interval.ms=x", "0..=86400000"),
+            (
+                "kafka_dataset.partition.discovery.interval.ms=x",
+                "0..=86400000",
+            ),
         ] {
             let e = settings(&[bad]).unwrap_err();
-            assert!(e.message.contains(needle) && e.message.contains("config_global[0]"), "{e}");
+            assert!(
+                e.message.contains(needle) && e.message.contains("config_global[0]"),
+                "{e}"
+            );
         }
         let e = Settings::new("h:1", "", &[], &items(&["kafka_dataset.commit=checkpoint"]));
         assert!(e.unwrap_err().message.contains("belongs in config_global"));

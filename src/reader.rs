@@ -123,12 +123,6 @@ struct Stream {
     queue: Option<PartitionQueue>,
     /// Last committed next-offset (-1 before any).
     committed: i64,
-    /// Offsets skipped by the reset policy (the log no longer held them).
-    skipped: u64,
-    /// Offsets the reset policy moved the position back (it lay beyond the log end).
-    rewound: u64,
-    /// Offsets the freshness policy skipped as stale.
-    stale: u64,
     /// When the freshness policy may next look up where the window starts.
     stale_check_due: Instant,
     /// Position and watermark as the stats show them: the position stored on every emitted
@@ -148,9 +142,6 @@ impl Stream {
             caught_up_since: None,
             queue: None,
             committed: -1,
-            skipped: 0,
-            rewound: 0,
-            stale: 0,
             stale_check_due: Instant::now(),
             shared: Arc::new(SharedPosition::new(state.next_offset)),
         }
@@ -413,8 +404,7 @@ impl Reader {
             };
             match target.and_then(|target| stream.cursor.rewind_to(target)) {
                 Some((rewound, _)) => {
-                    stream.rewound += rewound;
-                    self.published.count_rewound(rewound);
+                    self.published.count_rewound(&stream.shared, rewound);
                     eprintln!(
                         "kafka-dataset: {}: start offset {offset} is beyond the end of the log (next offset {high}); auto.offset.reset={} starts at {}, {rewound} offsets back",
                         stream.spec().name(),
@@ -712,9 +702,6 @@ impl Reader {
                     partition: s.spec().partition,
                     position: s.shared_position(),
                     finished: s.finished(),
-                    skipped: s.skipped,
-                    rewound: s.rewound,
-                    stale: s.stale,
                 }));
             });
         }
@@ -1139,8 +1126,7 @@ impl Reader {
             return;
         };
         let (stale, action) = stream.cursor.skip_to(target);
-        stream.stale += stale;
-        self.published.count_stale(stale);
+        self.published.count_stale(&stream.shared, stale);
         stream.head = None;
         self.act(index, action);
     }
@@ -1216,8 +1202,7 @@ impl Reader {
             return Err(beyond_end_error(&name, offset, high, policy));
         };
         let target = stream.next_offset();
-        stream.rewound += rewound;
-        self.published.count_rewound(rewound);
+        self.published.count_rewound(&stream.shared, rewound);
         stream.head = None;
         stream.pending.clear();
         eprintln!(
@@ -1240,8 +1225,7 @@ impl Reader {
         let stream = &mut self.streams[index];
         let from = stream.next_offset();
         let (skipped, action) = stream.cursor.skip_to(target);
-        stream.skipped += skipped;
-        self.published.count_skipped(skipped);
+        self.published.count_skipped(&stream.shared, skipped);
         stream.head = None;
         stream.pending.clear();
         eprintln!(

@@ -51,6 +51,12 @@ pub struct SharedPosition {
     /// The partition's high watermark as librdkafka last saw it in a fetch response, stored
     /// whenever the stream takes fetched messages (-1: not yet known).
     pub high_watermark: AtomicI64,
+    /// Offsets of this partition skipped by the reset policy (see [`Counters::skipped`]).
+    pub skipped: AtomicU64,
+    /// How far the reset policy moved this partition back (see [`Counters::rewound`]).
+    pub rewound: AtomicU64,
+    /// Offsets of this partition skipped as stale (see [`Counters::stale`]).
+    pub stale: AtomicU64,
 }
 
 impl SharedPosition {
@@ -59,6 +65,9 @@ impl SharedPosition {
         SharedPosition {
             next_offset: AtomicI64::new(next_offset),
             high_watermark: AtomicI64::new(-1),
+            skipped: AtomicU64::new(0),
+            rewound: AtomicU64::new(0),
+            stale: AtomicU64::new(0),
         }
     }
 }
@@ -74,12 +83,6 @@ pub struct PartitionStats {
     pub position: Arc<SharedPosition>,
     /// The stream emitted its last element.
     pub finished: bool,
-    /// Offsets of this partition skipped by the reset policy (see [`Counters::skipped`]).
-    pub skipped: u64,
-    /// How far the reset policy moved this partition back (see [`Counters::rewound`]).
-    pub rewound: u64,
-    /// Offsets of this partition skipped as stale (see [`Counters::stale`]).
-    pub stale: u64,
 }
 
 impl PartitionStats {
@@ -104,6 +107,17 @@ impl PartitionStats {
     /// The high watermark last seen (-1: not known).
     pub fn high_watermark(&self) -> i64 {
         self.position.high_watermark.load(Ordering::Relaxed)
+    }
+
+    /// Offsets of this partition skipped by the reset policy, rewound by it, and skipped as
+    /// stale, counted as they happen.
+    pub fn moved(&self) -> (u64, u64, u64) {
+        let p = &self.position;
+        (
+            p.skipped.load(Ordering::Relaxed),
+            p.rewound.load(Ordering::Relaxed),
+            p.stale.load(Ordering::Relaxed),
+        )
     }
 }
 
@@ -186,21 +200,23 @@ impl Published {
         }
     }
 
-    /// Counts offsets skipped by the reset policy. Only the owning reader calls this.
-    pub fn count_skipped(&self, offsets: u64) {
+    /// Counts offsets of `partition` skipped by the reset policy. Only the owning reader calls
+    /// this (as for every `count_` method).
+    pub fn count_skipped(&self, partition: &SharedPosition, offsets: u64) {
         bump(&self.skipped, offsets);
+        bump(&partition.skipped, offsets);
     }
 
-    /// Counts offsets a position moved back by the reset policy. Only the owning reader calls
-    /// this.
-    pub fn count_rewound(&self, offsets: u64) {
+    /// Counts offsets a position of `partition` moved back by the reset policy.
+    pub fn count_rewound(&self, partition: &SharedPosition, offsets: u64) {
         bump(&self.rewound, offsets);
+        bump(&partition.rewound, offsets);
     }
 
-    /// Counts offsets skipped as stale by the freshness policy. Only the owning reader calls
-    /// this.
-    pub fn count_stale(&self, offsets: u64) {
+    /// Counts offsets of `partition` skipped as stale by the freshness policy.
+    pub fn count_stale(&self, partition: &SharedPosition, offsets: u64) {
         bump(&self.stale, offsets);
+        bump(&partition.stale, offsets);
     }
 
     /// Counts one rebalance acted on. Only the owning reader calls this.
@@ -262,10 +278,11 @@ impl Published {
             json_optional(out, (high >= 0).then_some(high));
             out.push_str(",\"lag\":");
             json_optional(out, p.lag());
+            let (skipped, rewound, stale) = p.moved();
             let _ = write!(
                 out,
-                ",\"finished\":{},\"skipped_offsets\":{},\"rewound_offsets\":{},\"stale_offsets\":{}}}",
-                p.finished, p.skipped, p.rewound, p.stale
+                ",\"finished\":{},\"skipped_offsets\":{skipped},\"rewound_offsets\":{rewound},\"stale_offsets\":{stale}}}",
+                p.finished
             );
         }
         out.push_str("]}");
@@ -394,9 +411,6 @@ mod tests {
             partition: 0,
             position: Arc::new(position),
             finished,
-            skipped: 0,
-            rewound: 0,
-            stale: 0,
         }
     }
 
@@ -414,8 +428,8 @@ mod tests {
         published.count_element(10, false, false);
         published.count_element(10, true, false);
         published.count_element(10, true, true);
-        published.count_skipped(4);
-        published.count_rewound(6);
+        published.count_skipped(&SharedPosition::new(0), 4);
+        published.count_rewound(&SharedPosition::new(0), 6);
         published.set_partitions(|p| {
             p.push(partition(3, 10, false));
             p.push(partition(2, -1, false));
