@@ -240,9 +240,19 @@ def reader_tfio_group(p):
 
 
 def reader_memory(p):
-    """64 partitions read 10x slower than produced, eof=False; samples RSS every 100 ms.
-    Returns the peak RSS above the process before the iterator existed."""
-    ds = _dataset(p, native=True, eof=False, timeout=1000)
+    """Partitions read 10x slower than produced, eof=False, in native batches of ~1 MB (the
+    batch in hand is the consumer's, not the prefetch); samples RSS every 100 ms. Returns the
+    peak RSS above the process before the iterator existed."""
+    import kafka_dataset
+
+    ds = kafka_dataset.KafkaDataset(
+        [p["topic"]],
+        servers=p["servers"],
+        eof=False,
+        timeout=1000,
+        config_global=p["config"],
+        batch_size=max(1, 1_000_000 // p["size"]),
+    )
     baseline = _rss_kib()
     peak = [baseline]
     done = threading.Event()
@@ -276,6 +286,71 @@ def reader_memory(p):
         time.perf_counter() - start,
         {"baseline_kib": baseline, "peak_kib": peak[0], "growth_mib": growth},
     )
+
+
+def memory_scenario(servers, kt, seconds, budget=128):
+    """Peak RSS above the idle process against the prefetch budget (issue 16 §4): 64 and 256
+    partitions, 1 KB and 100 KB messages, a producer at 20 MB/s and a consumer 10x slower.
+    The bound to meet: budget + 64 MiB."""
+    byte_rate = 20_000_000
+    md = [
+        "## Memory: prefetch budget %d MiB, producer %d MB/s, consumer 10x slower, %d s"
+        % (budget, byte_rate // 1_000_000, seconds),
+        "",
+        "| partitions | message | peak RSS above the idle process, MiB | bound (budget + 64)"
+        " | idle process RSS MiB | MiB above idle every 5 s |",
+        "|---|---|---|---|---|---|",
+    ]
+    for partitions, size in ((64, 1000), (256, 1000), (64, 100_000), (256, 100_000)):
+        rate = byte_rate // size
+        topic = kt.unique_name("bench-memory")
+        kt.create_topic(servers, topic, partitions)
+        producer = subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                "import sys; sys.path.insert(0, %r); import run; run.produce(%r, %r, %d, 0,"
+                " %d, rate=%d, seconds=%d, batch=%d)"
+                % (
+                    os.path.dirname(__file__),
+                    servers,
+                    topic,
+                    partitions,
+                    size,
+                    rate,
+                    seconds + 5,
+                    max(1, min(10000, 1_000_000 // size)),
+                ),
+            ],
+        )
+        params = {
+            "servers": servers,
+            "topic": topic,
+            "config": ["kafka_dataset.prefetch.budget.mb=%d" % budget],
+            "rate": rate // 10,
+            "seconds": seconds,
+            "size": size,
+        }
+        r = measure("memory", params)
+        producer.wait()
+        over = (r["peak_kib"] - r["baseline_kib"]) // 1024
+        print(
+            "  %d partitions x %d B: peak %d MiB above idle (bound %d)"
+            % (partitions, size, over, budget + 64),
+            flush=True,
+        )
+        md.append(
+            "| %d | %s | %d | %d | %d | %s |"
+            % (
+                partitions,
+                "1 KB" if size < 10_000 else "100 KB",
+                over,
+                budget + 64,
+                r["baseline_kib"] // 1024,
+                " ".join(str(mib) for _, mib in r["growth_mib"]),
+            )
+        )
+    return md
 
 
 READERS = {
@@ -656,51 +731,7 @@ def main():
             save("idle", md)
 
         if "memory" in only:
-            rate, seconds, size = 20_000, 40 // (2 if args.quick else 1), 1000
-            topic = kt.unique_name("bench-memory")
-            kt.create_topic(servers, topic, 64)
-            md = [
-                "## Memory: 64 partitions, producer %d msg/s x %d B for %d s, consumer"
-                " throttled to %d msg/s" % (rate, size, seconds, rate // 10),
-                "",
-                "| prefetch budget | peak RSS above the idle process, MiB | idle process RSS MiB"
-                " | MiB above idle every 5 s |",
-                "|---|---|---|---|",
-            ]
-            for budget in (256, 128):
-                config = ["kafka_dataset.prefetch.budget.mb=%d" % budget]
-                producer = subprocess.Popen(
-                    [
-                        sys.executable,
-                        "-c",
-                        "import sys; sys.path.insert(0, %r); import run; run.produce(%r, %r, 64, 0,"
-                        " %d, rate=%d, seconds=%d)"
-                        % (os.path.dirname(__file__), servers, topic, size, rate, seconds + 5),
-                    ],
-                )
-                params = {
-                    "servers": servers,
-                    "topic": topic,
-                    "config": config,
-                    "rate": rate // 10,
-                    "seconds": seconds,
-                }
-                r = measure("memory", params)
-                producer.wait()
-                over = (r["peak_kib"] - r["baseline_kib"]) // 1024
-                print("  budget %d MiB: peak %d MiB above idle" % (budget, over), flush=True)
-                md.append(
-                    "| %d MiB | %d | %d | %s |"
-                    % (
-                        budget,
-                        over,
-                        r["baseline_kib"] // 1024,
-                        " ".join(str(mib) for _, mib in r["growth_mib"]),
-                    )
-                )
-                topic = kt.unique_name("bench-memory")
-                kt.create_topic(servers, topic, 64)
-            save("memory", md)
+            save("memory", memory_scenario(servers, kt, 20 if args.quick else 40))
 
         if "workers" in only:
             save("workers", workers_scenario(servers, kt, scale, runs))

@@ -569,15 +569,18 @@ class KafkaDatasetOp::Dataset : public DatasetBase {
                                       std::vector<Tensor>* out_tensors,
                                       int64_t* bytes)
         TF_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-      header_counts_.resize(count);
+      if (header_counts_capacity_ < count) {
+        header_counts_.reset(new size_t[count]);
+        header_counts_capacity_ = count;
+      }
       size_t total = 0;
       TF_RETURN_IF_ERROR(ToStatus(
-          kd_reader_batch_headers(reader_.get(), count, header_counts_.data(),
+          kd_reader_batch_headers(reader_.get(), count, header_counts_.get(),
                                   headers_.data(), headers_.size(), &total)));
       if (total > headers_.size()) {
         headers_.resize(total);
         TF_RETURN_IF_ERROR(ToStatus(
-            kd_reader_batch_headers(reader_.get(), count, header_counts_.data(),
+            kd_reader_batch_headers(reader_.get(), count, header_counts_.get(),
                                     headers_.data(), headers_.size(), &total)));
       }
       const int64_t n = static_cast<int64_t>(count);
@@ -665,7 +668,12 @@ class KafkaDatasetOp::Dataset : public DatasetBase {
     // Reused for every call (no allocation per element).
     std::vector<kd_message_view> views_ TF_GUARDED_BY(mu_);
     // With metadata only: per-message header counts and the batch's headers.
-    std::vector<size_t> header_counts_ TF_GUARDED_BY(mu_);
+    // Not a std::vector<size_t>: its out-of-line members are instantiated with
+    // default visibility (namespace std is declared so) and a Bazel-linked
+    // library would export them; the cargo build hides them by its own
+    // version script.
+    std::unique_ptr<size_t[]> header_counts_ TF_GUARDED_BY(mu_);
+    size_t header_counts_capacity_ TF_GUARDED_BY(mu_) = 0;
     std::vector<kd_header_view> headers_ TF_GUARDED_BY(mu_);
   };
 
