@@ -301,7 +301,12 @@ def memory_scenario(servers, kt, seconds, budget=128):
         " | idle process RSS MiB | MiB above idle every 5 s |",
         "|---|---|---|---|---|---|",
     ]
-    for partitions, size in ((64, 1000), (256, 1000), (64, 100_000), (256, 100_000)):
+    cases = ((64, 1000), (256, 1000), (64, 100_000), (256, 100_000))
+    # KD_BENCH_MEMORY_CASES="256x100000,64x1000": only those (for experiments).
+    wanted = os.environ.get("KD_BENCH_MEMORY_CASES")
+    if wanted:
+        cases = [tuple(int(x) for x in case.split("x")) for case in wanted.split(",")]
+    for partitions, size in cases:
         rate = byte_rate // size
         topic = kt.unique_name("bench-memory")
         kt.create_topic(servers, topic, partitions)

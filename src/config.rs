@@ -472,7 +472,12 @@ impl Settings {
         // split them, in bytes and (for small messages) in count.
         let budget = self.prefetch_budget_mb * (1 << 20);
         let queued = budget / 2 / streams.max(1) as u64;
-        let kbytes = (queued / 1024).clamp(1, 2_097_151);
+        // A partition's queue is topped up when it falls below its limit, by up to one fetch
+        // of that partition (max.partition.fetch.bytes, after decompression): half the share
+        // each, so a partition never holds more than its share (librdkafka's 1 MiB default
+        // let 256 partitions overshoot a 128 MiB budget by up to 256 MiB).
+        let kbytes = (queued / 2 / 1024).clamp(1, 2_097_151);
+        let partition_fetch = (queued / 2).clamp(16 << 10, 1 << 20);
         let messages = (queued / QUEUED_MESSAGE_COST).clamp(1, 10_000_000);
         // librdkafka raises receive.message.max.bytes to match by itself, but refuses a
         // fetch.max.bytes below message.max.bytes: never go below the user's.
@@ -482,6 +487,7 @@ impl Settings {
         let in_flight = (budget / 32).clamp(1_000_000, 52_428_800).max(message_max);
         config.set("fetch.max.bytes", in_flight.to_string());
         config.set("queued.max.messages.kbytes", kbytes.to_string());
+        config.set("max.partition.fetch.bytes", partition_fetch.to_string());
         config.set("queued.min.messages", messages.to_string());
         for p in self.global.iter().chain(&self.topic) {
             config.set(&p.key, resolve_reference(&p.key, &p.value)?);
@@ -724,10 +730,20 @@ mod tests {
         let get = |c: &ClientConfig, k: &str| c.get(k).map(str::to_string);
         let default = Settings::new("h:1", "", &[], &[]).unwrap();
         assert_eq!(default.prefetch_budget_mb, DEFAULT_PREFETCH_BUDGET_MB);
+        // 256 MiB over 64 partitions: 2 MiB each, half queued, half one fetch.
         let c = default.client_config(64, true).unwrap();
         assert_eq!(
             get(&c, "queued.max.messages.kbytes").as_deref(),
-            Some("2048")
+            Some("1024")
+        );
+        assert_eq!(
+            get(&c, "max.partition.fetch.bytes").as_deref(),
+            Some("1048576")
+        );
+        let many = default.client_config(256, true).unwrap();
+        assert_eq!(
+            get(&many, "max.partition.fetch.bytes").as_deref(),
+            Some("262144")
         );
         assert_eq!(get(&c, "queued.min.messages").as_deref(), Some("8192"));
         assert_eq!(get(&c, "fetch.max.bytes").as_deref(), Some("8388608"));
@@ -745,7 +761,7 @@ mod tests {
         let c = small.client_config(2, true).unwrap();
         assert_eq!(
             get(&c, "queued.max.messages.kbytes").as_deref(),
-            Some("16384")
+            Some("8192")
         );
         assert_eq!(get(&c, "fetch.max.bytes").as_deref(), Some("2097152"));
         assert_eq!(get(&c, PREFETCH_BUDGET_KEY), None);
