@@ -389,50 +389,74 @@ impl Reader {
             })
             .collect();
         let ends = cluster.log_ends(&partitions)?;
-        let policy = self.spec.settings.reset_policy();
         for (&index, high) in candidates.iter().zip(ends) {
-            let stream = &mut self.streams[index];
-            let offset = stream.next_offset();
-            if offset <= high {
+            if self.streams[index].next_offset() <= high {
                 continue;
             }
-            let (topic, partition) = (stream.spec().topic.clone(), stream.spec().partition);
-            let target = match policy {
-                Some(ResetPolicy::Earliest) => Some(cluster.log_start(&topic, partition)?),
-                Some(ResetPolicy::Latest) => Some(high),
-                _ => None,
+            let (topic, partition) = {
+                let spec = self.streams[index].spec();
+                (spec.topic.clone(), spec.partition)
             };
-            match target.and_then(|target| stream.cursor.rewind_to(target)) {
-                Some((rewound, _)) => {
-                    self.published.count_rewound(&stream.shared, rewound);
-                    eprintln!(
-                        "kafka-dataset: {}: start offset {offset} is beyond the end of the log (next offset {high}); auto.offset.reset={} starts at {}, {rewound} offsets back",
-                        stream.spec().name(),
-                        policy_name(policy),
-                        stream.next_offset(),
-                    );
-                }
-                None if self.spec.eof && policy != Some(ResetPolicy::Fail) => {
-                    stream.cursor.finish();
-                }
-                None => {
-                    let entry = self
-                        .spec
-                        .entries
-                        .iter()
-                        .find(|e| e.topic == topic && e.names(partition))
-                        .map_or(String::new(), |e| format!("topics entry \"{}\": ", e.text));
-                    let name = stream.spec().name();
-                    return Err(beyond_end_error(
-                        &format!("{entry}{name}"),
-                        offset,
-                        high,
-                        policy,
-                    ));
-                }
-            }
+            let log_start = || cluster.log_start(&topic, partition);
+            let entry_name = |reader: &Self| {
+                let entry = reader
+                    .spec
+                    .entries
+                    .iter()
+                    .find(|e| e.topic == topic && e.names(partition))
+                    .map_or(String::new(), |e| format!("topics entry \"{}\": ", e.text));
+                format!("{entry}{}", reader.streams[index].spec().name())
+            };
+            // Not connected yet: the new position is where the first fetch starts.
+            self.reset_beyond_end(index, high, log_start, entry_name)?;
         }
         Ok(())
+    }
+
+    /// The one rule for stream `index`'s position beyond the log end `high`, found when the
+    /// iterator starts or by the fetcher: `auto.offset.reset=earliest`/`latest` moves it back
+    /// to the log start (`log_start` is asked only then) or to `high`, counted as rewound and
+    /// logged; a position the policy cannot move (no policy, `error`, or a later range of
+    /// chained entries, which never goes back before its start) ends the stream when eof is
+    /// set and no `error` policy says otherwise, and is InvalidArgument naming `name`
+    /// otherwise. The caller tells the fetcher.
+    fn reset_beyond_end(
+        &mut self,
+        index: usize,
+        high: i64,
+        log_start: impl FnOnce() -> Result<i64>,
+        name: impl FnOnce(&Self) -> String,
+    ) -> Result<BeyondEnd> {
+        // Read once: a `${file:}` reference is a file read.
+        let policy = self.spec.settings.reset_policy();
+        let offset = self.streams[index].next_offset();
+        let target = match policy {
+            Some(ResetPolicy::Earliest) => Some(log_start()?),
+            Some(ResetPolicy::Latest) => Some(high),
+            _ => None,
+        };
+        if target == Some(offset) {
+            // The log grew back to the position meanwhile.
+            return Ok(BeyondEnd::Unchanged);
+        }
+        let stream = &mut self.streams[index];
+        let Some((rewound, _)) = target.and_then(|target| stream.cursor.rewind_to(target)) else {
+            if self.spec.eof && policy != Some(ResetPolicy::Fail) {
+                stream.cursor.finish();
+                return Ok(BeyondEnd::Finished);
+            }
+            return Err(beyond_end_error(&name(self), offset, high, policy));
+        };
+        self.published.count_rewound(&stream.shared, rewound);
+        stream.head = None;
+        stream.pending.clear();
+        eprintln!(
+            "kafka-dataset: {}: offset {offset} is beyond the end of the log (next offset {high}); auto.offset.reset={} continues at {}, {rewound} offsets back",
+            stream.spec().name(),
+            policy_name(policy),
+            stream.next_offset(),
+        );
+        Ok(BeyondEnd::Rewound(stream.next_offset()))
     }
 
     /// Makes `state` the position (the reader is not connected).
@@ -1142,15 +1166,17 @@ impl Reader {
         if e.rdkafka_error_code() != Some(RDKafkaErrorCode::AutoOffsetReset) {
             return Err(kafka_error(&name, e));
         }
-        // Read once: a `${file:}` reference is a file read.
-        let policy = self.spec.settings.reset_policy();
         let watermarks = self.consumer().fetch_watermarks(
             &stream.spec().topic,
             stream.spec().partition,
             Duration::from_secs(5),
         );
-        match (watermarks, policy) {
-            (Ok((low, high)), _) if offset >= high => self.beyond_end(index, policy, low, high),
+        if let Ok((low, high)) = watermarks {
+            if offset >= high {
+                return self.beyond_end(index, low, high);
+            }
+        }
+        match (watermarks, self.spec.settings.reset_policy()) {
             (Ok((low, high)), Some(policy @ (ResetPolicy::Earliest | ResetPolicy::Latest))) => {
                 self.skip_lost(index, policy, low, high);
                 Ok(())
@@ -1169,47 +1195,18 @@ impl Reader {
         }
     }
 
-    /// Applies `policy` to stream `index`, whose position lies at or beyond the log end
-    /// `high`: an explicit earliest/latest moves it back to `low`/`high` (counted, logged);
-    /// without a policy the stream ends with eof; otherwise InvalidArgument.
-    fn beyond_end(
-        &mut self,
-        index: usize,
-        policy: Option<ResetPolicy>,
-        low: i64,
-        high: i64,
-    ) -> Result<()> {
-        let stream = &mut self.streams[index];
-        let (name, offset) = (stream.spec().name(), stream.next_offset());
-        let target = match policy {
-            Some(ResetPolicy::Earliest) => Some(low),
-            Some(ResetPolicy::Latest) => Some(high),
-            _ => None,
-        };
-        if target == Some(offset) {
-            // The log grew back to the position meanwhile: fetch there again.
-            self.refetch(index, offset);
-            return Ok(());
+    /// Applies the reset rule to stream `index`, whose position the fetcher found at or
+    /// beyond the log end `high` (the log holds `low..high`), and restarts or stops its
+    /// fetcher accordingly.
+    fn beyond_end(&mut self, index: usize, low: i64, high: i64) -> Result<()> {
+        let offset = self.streams[index].next_offset();
+        let name = |reader: &Self| reader.streams[index].spec().name();
+        match self.reset_beyond_end(index, high, || Ok(low), name)? {
+            // A fetcher stopped by the out-of-range error needs a restart, also in place.
+            BeyondEnd::Unchanged => self.refetch(index, offset),
+            BeyondEnd::Rewound(target) => self.refetch(index, target),
+            BeyondEnd::Finished => self.act(index, Action::Finished),
         }
-        let Some((rewound, _)) = target.and_then(|target| stream.cursor.rewind_to(target)) else {
-            // No policy, `error`, or a later range of chained entries (which never goes back
-            // before its start): the rule without a policy, unless the user said `error`.
-            if self.spec.eof && policy != Some(ResetPolicy::Fail) {
-                stream.cursor.finish();
-                self.act(index, Action::Finished);
-                return Ok(());
-            }
-            return Err(beyond_end_error(&name, offset, high, policy));
-        };
-        let target = stream.next_offset();
-        self.published.count_rewound(&stream.shared, rewound);
-        stream.head = None;
-        stream.pending.clear();
-        eprintln!(
-            "kafka-dataset: {name}: offset {offset} is beyond the end of the log (it holds {low}..{high}); auto.offset.reset={} continues at {target}, {rewound} offsets back",
-            policy_name(policy),
-        );
-        self.refetch(index, target);
         Ok(())
     }
 
@@ -1542,6 +1539,16 @@ fn resolution_order(entries: &[Entry], spec: &StreamSpec) -> (usize, i32) {
 }
 
 /// `auto.offset.reset` as the log lines name it.
+/// What the reset rule made of a position beyond the log end.
+enum BeyondEnd {
+    /// The policy's target is the position itself (the log grew back to it).
+    Unchanged,
+    /// Moved back to this offset.
+    Rewound(i64),
+    /// The stream ended there (eof).
+    Finished,
+}
+
 fn policy_name(policy: Option<ResetPolicy>) -> &'static str {
     match policy {
         Some(ResetPolicy::Earliest) => "earliest",
