@@ -58,6 +58,9 @@ pub struct Settings {
     pub max_lag: Option<Duration>,
     /// What the group's committed offsets mean ([`COMMIT_KEY`]).
     pub commit_mode: CommitMode,
+    /// How often free memory goes back to the system ([`MEMORY_TRIM_INTERVAL_KEY`]); `None`
+    /// when turned off.
+    pub memory_trim_interval: Option<Duration>,
 }
 
 /// What to do when a position is out of the log's range: below its start (records deleted,
@@ -99,6 +102,17 @@ pub const MAX_LAG_KEY: &str = "kafka_dataset.max.lag.ms";
 /// (`commit=`): `emitted` (the default) or `checkpoint`.
 pub const COMMIT_KEY: &str = "kafka_dataset.commit";
 
+/// The library's own `config_global` key: how often (ms) a reading iterator returns the C
+/// allocator's free memory to the system (glibc's `malloc_trim`); 0 = never. librdkafka's
+/// fetch buffers are allocated on its threads and freed on the reading thread; glibc keeps
+/// what was freed in its arenas, which measured ~110 MiB of RSS above a 128 MiB budget with
+/// 256 partitions of 100 KB messages (bench/results/memory.md).
+pub const MEMORY_TRIM_INTERVAL_KEY: &str = "kafka_dataset.memory.trim.interval.ms";
+
+/// Default [`MEMORY_TRIM_INTERVAL_KEY`]: once a second (a call took 0.7 ms median, 8 ms at
+/// most, with 256 partitions).
+pub const DEFAULT_MEMORY_TRIM_INTERVAL_MS: u64 = 1_000;
+
 /// What the committed offsets of a user-given group mean.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CommitMode {
@@ -131,6 +145,10 @@ const LIBRARY_KEYS: &[(&str, Valid)] = &[
         Valid::Integer(0..=31_536_000_000, "milliseconds, 0 = off"),
     ),
     (COMMIT_KEY, Valid::OneOf(&["emitted", "checkpoint"])),
+    (
+        MEMORY_TRIM_INTERVAL_KEY,
+        Valid::Integer(0..=3_600_000, "milliseconds, 0 = off"),
+    ),
 ];
 
 impl Valid {
@@ -165,6 +183,12 @@ fn library_integer(global: &[Property], key: &str) -> Option<u64> {
 /// CPU per message and ~10% throughput than 64k); at the default budget this keeps 64k up to
 /// 8 partitions. `queued.min.messages` in `config_global` overrides it.
 const QUEUED_MESSAGE_COST: u64 = 256;
+
+/// librdkafka's default `message.max.bytes`.
+const DEFAULT_MESSAGE_MAX: u64 = 1_000_000;
+
+/// Room in a fetch request for each partition it names (about 32 bytes each in Fetch v12+).
+const FETCH_REQUEST_BYTES_PER_PARTITION: u64 = 64;
 
 /// Whether a property's value must never be shown (passwords, secrets, key material, tokens).
 pub fn is_secret_key(key: &str) -> bool {
@@ -416,6 +440,8 @@ impl Settings {
         let discovery_interval =
             milliseconds(DISCOVERY_INTERVAL_KEY, DEFAULT_DISCOVERY_INTERVAL_MS);
         let max_lag = milliseconds(MAX_LAG_KEY, 0);
+        let memory_trim_interval =
+            milliseconds(MEMORY_TRIM_INTERVAL_KEY, DEFAULT_MEMORY_TRIM_INTERVAL_MS);
         let commit_mode = match last_value(&global, COMMIT_KEY).map(str::trim) {
             Some("checkpoint") => CommitMode::Checkpoint,
             _ => CommitMode::Emitted,
@@ -435,6 +461,7 @@ impl Settings {
             discovery_interval,
             max_lag,
             commit_mode,
+            memory_trim_interval,
         })
     }
 
@@ -464,27 +491,42 @@ impl Settings {
         // End of partition (eof and the idle rule) is only seen when a fetch returns empty-handed:
         // a short broker wait makes that prompt.
         config.set("fetch.wait.max.ms", "100");
-        // The prefetch budget: half for queued messages (measured: RSS grows ~1.3x the queued
-        // bytes, with their fetch buffers and bookkeeping), 1/32 per fetch response: a
-        // response's buffer lives until its last message is consumed, and with 50 MiB
-        // responses over 64 partitions RSS stepped ~250 MiB past the budget (bench/run.py,
-        // memory). With one queue per partition librdkafka's limits apply per partition:
-        // split them, in bytes and (for small messages) in count.
+        // The prefetch budget: half for queued messages, half for the fetch-response buffers
+        // they keep alive (a response's buffer lives until its last message is consumed, so
+        // a response shared by many partitions is pinned by the slowest). With one queue per
+        // partition librdkafka's limits apply per partition: split them, in bytes and (for
+        // small messages) in count.
         let budget = self.prefetch_budget_mb * (1 << 20);
         let queued = budget / 2 / streams.max(1) as u64;
-        // A partition's queue is topped up when it falls below its limit, by up to one fetch
-        // of that partition (max.partition.fetch.bytes, after decompression): half the share
-        // each, so a partition never holds more than its share (librdkafka's 1 MiB default
-        // let 256 partitions overshoot a 128 MiB budget by up to 256 MiB).
-        let kbytes = (queued / 2 / 1024).clamp(1, 2_097_151);
-        let partition_fetch = (queued / 2).clamp(16 << 10, 1 << 20);
+        // Per partition librdkafka tops the queue up when it is below its limit (L) by one
+        // fetch, and the reader takes what the queue holds (up to POLL_BATCH messages) before
+        // it is topped up again: at most 2 (L + F), F the largest fetch of one partition.
+        // F is not max.partition.fetch.bytes: when a message does not fit, librdkafka
+        // doubles the partition's fetch size up to fetch.max.bytes (measured: 256 partitions
+        // of 100 KB messages grew from 60 to 165 MiB above a 128 MiB budget with 256 KiB
+        // responses). So fetch.max.bytes is F: L = F = a quarter of the share (F at most 1/32
+        // of the budget), and the usual fetch half of it (at most 1 MiB), which also keeps a
+        // response to about two partitions' fetches when partitions are many, so one slow
+        // partition pins little beside its own messages (4 MiB responses over 256 partitions
+        // of 1 KB messages: 260 MiB above the budget).
+        let kbytes = (queued / 4 / 1024).clamp(1, 2_097_151);
+        let partition_fetch = (queued / 8).clamp(16 << 10, 1 << 20);
         let messages = (queued / QUEUED_MESSAGE_COST).clamp(1, 10_000_000);
-        // librdkafka raises receive.message.max.bytes to match by itself, but refuses a
-        // fetch.max.bytes below message.max.bytes: never go below the user's.
-        let message_max = last_value(&self.global, "message.max.bytes")
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .unwrap_or(1_000_000);
-        let in_flight = (budget / 32).clamp(1_000_000, 52_428_800).max(message_max);
+        // librdkafka refuses a fetch.max.bytes below message.max.bytes, which for a consumer
+        // only caps its own requests: lower it to match unless the user set it, never below
+        // what a fetch request naming every partition needs.
+        let user_message_max = last_value(&self.global, "message.max.bytes")
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        let request_room = FETCH_REQUEST_BYTES_PER_PARTITION * streams as u64;
+        let in_flight = (queued / 4)
+            .min(budget / 32)
+            .max(64 << 10)
+            .max(request_room)
+            .min(52_428_800)
+            .max(user_message_max.unwrap_or(0));
+        if user_message_max.is_none() && in_flight < DEFAULT_MESSAGE_MAX {
+            config.set("message.max.bytes", in_flight.to_string());
+        }
         config.set("fetch.max.bytes", in_flight.to_string());
         config.set("queued.max.messages.kbytes", kbytes.to_string());
         config.set("max.partition.fetch.bytes", partition_fetch.to_string());
@@ -630,15 +672,18 @@ mod tests {
         let s = settings(&[]).unwrap();
         assert_eq!((s.max_lag, s.commit_mode), (None, CommitMode::Emitted));
         assert_eq!(s.discovery_interval, Some(Duration::from_secs(10)));
+        assert_eq!(s.memory_trim_interval, Some(Duration::from_secs(1)));
         let s = settings(&[
             "kafka_dataset.max.lag.ms=60000",
             "kafka_dataset.commit=checkpoint",
             "kafka_dataset.partition.discovery.interval.ms=0",
+            "kafka_dataset.memory.trim.interval.ms=0",
         ])
         .unwrap();
         assert_eq!(s.max_lag, Some(Duration::from_secs(60)));
         assert_eq!(s.commit_mode, CommitMode::Checkpoint);
         assert_eq!(s.discovery_interval, None);
+        assert_eq!(s.memory_trim_interval, None);
         assert!(s.global.is_empty(), "{:?}", s.global);
         for (bad, needle) in [
             (
@@ -730,23 +775,30 @@ mod tests {
         let get = |c: &ClientConfig, k: &str| c.get(k).map(str::to_string);
         let default = Settings::new("h:1", "", &[], &[]).unwrap();
         assert_eq!(default.prefetch_budget_mb, DEFAULT_PREFETCH_BUDGET_MB);
-        // 256 MiB over 64 partitions: 2 MiB each, half queued, half one fetch.
+        // 256 MiB over 64 partitions: half for queued messages, 2 MiB each: a quarter queue
+        // limit, a quarter the largest fetch (fetch.max.bytes, and message.max.bytes to
+        // match), the usual fetch half of that.
         let c = default.client_config(64, true).unwrap();
         assert_eq!(
             get(&c, "queued.max.messages.kbytes").as_deref(),
-            Some("1024")
+            Some("512")
         );
         assert_eq!(
             get(&c, "max.partition.fetch.bytes").as_deref(),
-            Some("1048576")
+            Some("262144")
         );
+        assert_eq!(get(&c, "fetch.max.bytes").as_deref(), Some("524288"));
+        assert_eq!(get(&c, "message.max.bytes").as_deref(), Some("524288"));
+        assert_eq!(get(&c, "queued.min.messages").as_deref(), Some("8192"));
         let many = default.client_config(256, true).unwrap();
         assert_eq!(
             get(&many, "max.partition.fetch.bytes").as_deref(),
-            Some("262144")
+            Some("65536")
         );
-        assert_eq!(get(&c, "queued.min.messages").as_deref(), Some("8192"));
-        assert_eq!(get(&c, "fetch.max.bytes").as_deref(), Some("8388608"));
+        assert_eq!(get(&many, "fetch.max.bytes").as_deref(), Some("131072"));
+        // A fetch request naming 10k partitions still fits.
+        let huge = default.client_config(10_000, true).unwrap();
+        assert_eq!(get(&huge, "fetch.max.bytes").as_deref(), Some("640000"));
 
         let small = Settings::new(
             "h:1",
@@ -761,7 +813,7 @@ mod tests {
         let c = small.client_config(2, true).unwrap();
         assert_eq!(
             get(&c, "queued.max.messages.kbytes").as_deref(),
-            Some("8192")
+            Some("4096")
         );
         assert_eq!(get(&c, "fetch.max.bytes").as_deref(), Some("2097152"));
         assert_eq!(get(&c, PREFETCH_BUDGET_KEY), None);
@@ -780,6 +832,7 @@ mod tests {
         let big = Settings::new("h:1", "", &items(&["message.max.bytes=100000000"]), &[]).unwrap();
         let c = big.client_config(2, true).unwrap();
         assert_eq!(get(&c, "fetch.max.bytes").as_deref(), Some("100000000"));
+        assert_eq!(get(&c, "message.max.bytes").as_deref(), Some("100000000"));
 
         for bad in ["0", "-1", "lots", "", "1048577"] {
             let e = Settings::new(

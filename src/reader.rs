@@ -261,6 +261,8 @@ pub struct Reader {
     group: Option<Membership>,
     /// Partition discovery for whole-topic entries (`eof=False`); `None` when off.
     discovery: Option<Discovery>,
+    /// Returning free memory to the system; `None` when off.
+    memory_trim: Option<MemoryTrim>,
     /// The position came from a checkpoint: the first read checks that its partitions still
     /// exist (a topic deleted and recreated with fewer).
     restored: bool,
@@ -268,6 +270,30 @@ pub struct Reader {
     has_open_time_ends: bool,
     /// The freshness policy: messages older than this many ms are skipped.
     max_lag_ms: Option<i64>,
+}
+
+/// When the C allocator's free memory goes back to the system next
+/// ([`crate::config::MEMORY_TRIM_INTERVAL_KEY`]).
+struct MemoryTrim {
+    interval: Duration,
+    due: Instant,
+}
+
+impl MemoryTrim {
+    /// Trims when due. librdkafka's threads allocate the fetch buffers that the reading thread
+    /// frees; glibc keeps such memory in its arenas (RSS), so the prefetch budget would not
+    /// bound RSS without this. Other allocators ignore glibc's call.
+    fn maybe_trim(&mut self, now: Instant) {
+        if now < self.due {
+            return;
+        }
+        self.due = now + self.interval;
+        #[cfg(all(target_os = "linux", target_env = "gnu"))]
+        // SAFETY: malloc_trim has no preconditions; it takes the allocator's own locks.
+        unsafe {
+            libc::malloc_trim(0);
+        }
+    }
 }
 
 /// When the partition counts of the whole-topic entries' topics are read next.
@@ -350,6 +376,13 @@ impl Reader {
                 interval,
                 due: Instant::now() + interval,
             }),
+            memory_trim: spec
+                .settings
+                .memory_trim_interval
+                .map(|interval| MemoryTrim {
+                    interval,
+                    due: Instant::now() + interval,
+                }),
             restored: false,
             has_open_time_ends: false,
             max_lag_ms: spec
@@ -731,6 +764,9 @@ impl Reader {
         }
         if let Some(log) = self.log.as_mut() {
             log.maybe_log(now, &self.published);
+        }
+        if let Some(trim) = self.memory_trim.as_mut() {
+            trim.maybe_trim(now);
         }
     }
 
