@@ -60,22 +60,39 @@ TFIO_CONFIG = ["fetch.wait.max.ms=10"]
 
 
 def produce(
-    servers, topic, partitions, messages, size, rate=None, seconds=None, batch=10000, headers=None
+    servers,
+    topic,
+    partitions,
+    messages,
+    size,
+    rate=None,
+    seconds=None,
+    batch=10000,
+    headers=None,
+    batch_stats=False,
 ):
     """Produces `messages` (or, with `rate`, `rate`/s for `seconds`) of `size` bytes with
     increasing CreateTime timestamps, round-robin over `partitions`, `batch` per record batch;
-    `headers`: the same (name, value) list on every message."""
+    `headers`: the same (name, value) list on every message. `batch_stats`: prints the largest
+    record batch librdkafka reported (bytes) as `max-batch-bytes N`."""
     from confluent_kafka import Producer
 
-    producer = Producer(
-        {
-            "bootstrap.servers": servers,
-            "linger.ms": 20 if batch > 1 else 0,
-            "batch.num.messages": batch,
-            "compression.type": "none",
-            "queue.buffering.max.messages": 1000000,
-        }
-    )
+    largest = [0]
+
+    def on_stats(text):
+        topics = json.loads(text).get("topics", {})
+        largest[0] = max(largest[0], topics.get(topic, {}).get("batchsize", {}).get("max", 0))
+
+    config = {
+        "bootstrap.servers": servers,
+        "linger.ms": 20 if batch > 1 else 0,
+        "batch.num.messages": batch,
+        "compression.type": "none",
+        "queue.buffering.max.messages": 1000000,
+    }
+    if batch_stats:
+        config.update({"statistics.interval.ms": 1000, "stats_cb": on_stats})
+    producer = Producer(config)
     payload = b"x" * size
     base = 1_700_000_000_000
     start = time.perf_counter()
@@ -94,6 +111,9 @@ def produce(
     remaining = producer.flush(120)
     if remaining:
         raise RuntimeError("%d messages not delivered" % remaining)
+    if batch_stats:
+        producer.poll(1.5)  # one more statistics report
+        print("max-batch-bytes %d" % largest[0], flush=True)
     return i
 
 
@@ -298,8 +318,8 @@ def memory_scenario(servers, kt, seconds, budget=128):
         % (budget, byte_rate // 1_000_000, seconds),
         "",
         "| partitions | message | peak RSS above the idle process, MiB | bound (budget + 64)"
-        " | idle process RSS MiB | MiB above idle every 5 s |",
-        "|---|---|---|---|---|---|",
+        " | largest producer batch, KB | idle process RSS MiB | MiB above idle every 5 s |",
+        "|---|---|---|---|---|---|---|",
     ]
     cases = ((64, 1000), (256, 1000), (64, 100_000), (256, 100_000))
     # KD_BENCH_MEMORY_CASES="256x100000,64x1000": only those (for experiments).
@@ -315,7 +335,7 @@ def memory_scenario(servers, kt, seconds, budget=128):
                 sys.executable,
                 "-c",
                 "import sys; sys.path.insert(0, %r); import run; run.produce(%r, %r, %d, 0,"
-                " %d, rate=%d, seconds=%d, batch=%d)"
+                " %d, rate=%d, seconds=%d, batch=%d, batch_stats=True)"
                 % (
                     os.path.dirname(__file__),
                     servers,
@@ -327,6 +347,8 @@ def memory_scenario(servers, kt, seconds, budget=128):
                     max(1, min(10000, 1_000_000 // size)),
                 ),
             ],
+            stdout=subprocess.PIPE,
+            text=True,
         )
         params = {
             "servers": servers,
@@ -337,20 +359,26 @@ def memory_scenario(servers, kt, seconds, budget=128):
             "size": size,
         }
         r = measure("memory", params)
-        producer.wait()
+        produced, _ = producer.communicate()
+        batch_kb = [
+            int(line.split()[1]) // 1000
+            for line in produced.splitlines()
+            if line.startswith("max-batch-bytes ")
+        ] or [-1]
         over = (r["peak_kib"] - r["baseline_kib"]) // 1024
         print(
-            "  %d partitions x %d B: peak %d MiB above idle (bound %d)"
-            % (partitions, size, over, budget + 64),
+            "  %d partitions x %d B: peak %d MiB above idle (bound %d), largest batch %d KB"
+            % (partitions, size, over, budget + 64, batch_kb[0]),
             flush=True,
         )
         md.append(
-            "| %d | %s | %d | %d | %d | %s |"
+            "| %d | %s | %d | %d | %d | %d | %s |"
             % (
                 partitions,
                 "1 KB" if size < 10_000 else "100 KB",
                 over,
                 budget + 64,
+                batch_kb[0],
                 r["baseline_kib"] // 1024,
                 " ".join(str(mib) for _, mib in r["growth_mib"]),
             )
