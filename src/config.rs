@@ -105,8 +105,8 @@ pub const COMMIT_KEY: &str = "kafka_dataset.commit";
 /// The library's own `config_global` key: how often (ms) a reading iterator returns the C
 /// allocator's free memory to the system (glibc's `malloc_trim`); 0 = never. librdkafka's
 /// fetch buffers are allocated on its threads and freed on the reading thread; glibc keeps
-/// what was freed in its arenas, which measured ~110 MiB of RSS above a 128 MiB budget with
-/// 256 partitions of 100 KB messages (bench/results/memory.md).
+/// what was freed in its arenas (measured: 64 partitions of 100 KB messages stayed at 61 MiB
+/// above the idle process without it, 47-54 with it; bench/results/memory.md).
 pub const MEMORY_TRIM_INTERVAL_KEY: &str = "kafka_dataset.memory.trim.interval.ms";
 
 /// Default [`MEMORY_TRIM_INTERVAL_KEY`]: once a second (a call took 0.7 ms median, 8 ms at
@@ -502,11 +502,10 @@ impl Settings {
         // fetch, and the reader takes what the queue holds (up to POLL_BATCH messages) before
         // it is topped up again: at most 2 (L + F), F the largest fetch of one partition.
         // F is not max.partition.fetch.bytes: when a message does not fit, librdkafka
-        // doubles the partition's fetch size up to fetch.max.bytes (measured: 256 partitions
-        // of 100 KB messages grew from 60 to 165 MiB above a 128 MiB budget with 256 KiB
-        // responses). So fetch.max.bytes is F: L = F = a quarter of the share (F at most 1/32
-        // of the budget), and the usual fetch half of it (at most 1 MiB), which also keeps a
-        // response to about two partitions' fetches when partitions are many, so one slow
+        // doubles the partition's fetch size up to fetch.max.bytes. So fetch.max.bytes is F:
+        // L = F = a quarter of the share (F at most 1/32 of the budget), and the usual fetch
+        // half of it (at most 1 MiB), which also keeps a response to about two partitions'
+        // fetches when partitions are many, so one slow
         // partition pins little beside its own messages (4 MiB responses over 256 partitions
         // of 1 KB messages: 260 MiB above the budget).
         let kbytes = (queued / 4 / 1024).clamp(1, 2_097_151);

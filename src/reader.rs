@@ -260,9 +260,9 @@ pub struct Reader {
     /// Consumer-group membership (`subscribe`): streams come and go with rebalances.
     group: Option<Membership>,
     /// Partition discovery for whole-topic entries (`eof=False`); `None` when off.
-    discovery: Option<Discovery>,
+    discovery: Option<Periodic>,
     /// Returning free memory to the system; `None` when off.
-    memory_trim: Option<MemoryTrim>,
+    memory_trim: Option<Periodic>,
     /// The position came from a checkpoint: the first read checks that its partitions still
     /// exist (a topic deleted and recreated with fewer).
     restored: bool,
@@ -272,34 +272,42 @@ pub struct Reader {
     max_lag_ms: Option<i64>,
 }
 
-/// When the C allocator's free memory goes back to the system next
-/// ([`crate::config::MEMORY_TRIM_INTERVAL_KEY`]).
-struct MemoryTrim {
+/// Something the reader does every `interval` (partition discovery, returning free memory):
+/// when it is due next.
+struct Periodic {
     interval: Duration,
     due: Instant,
 }
 
-impl MemoryTrim {
-    /// Trims when due. librdkafka's threads allocate the fetch buffers that the reading thread
-    /// frees; glibc keeps such memory in its arenas (RSS), so the prefetch budget would not
-    /// bound RSS without this. Other allocators ignore glibc's call.
-    fn maybe_trim(&mut self, now: Instant) {
-        if now < self.due {
-            return;
+impl Periodic {
+    /// First due one interval from now.
+    fn new(interval: Duration) -> Self {
+        Periodic {
+            interval,
+            due: Instant::now() + interval,
         }
+    }
+
+    fn is_due(&self, now: Instant) -> bool {
+        now >= self.due
+    }
+
+    /// Schedules the next time from `now`.
+    fn rearm(&mut self, now: Instant) {
         self.due = now + self.interval;
-        #[cfg(all(target_os = "linux", target_env = "gnu"))]
-        // SAFETY: malloc_trim has no preconditions; it takes the allocator's own locks.
-        unsafe {
-            libc::malloc_trim(0);
-        }
     }
 }
 
-/// When the partition counts of the whole-topic entries' topics are read next.
-struct Discovery {
-    interval: Duration,
-    due: Instant,
+/// Returns the C allocator's free memory to the system
+/// ([`crate::config::MEMORY_TRIM_INTERVAL_KEY`]). librdkafka's threads allocate the fetch
+/// buffers that the reading thread frees; glibc keeps such memory in its arenas (RSS). Other
+/// allocators ignore glibc's call.
+fn return_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim has no preconditions; it takes the allocator's own locks.
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }
 
 /// Commits the offsets of emitted messages for a user-given group, so broker-side lag shows
@@ -372,17 +380,8 @@ impl Reader {
                 on_save_only: spec.settings.commit_mode == CommitMode::Checkpoint,
             }),
             group: None,
-            discovery: spec.discovery_interval().map(|interval| Discovery {
-                interval,
-                due: Instant::now() + interval,
-            }),
-            memory_trim: spec
-                .settings
-                .memory_trim_interval
-                .map(|interval| MemoryTrim {
-                    interval,
-                    due: Instant::now() + interval,
-                }),
+            discovery: spec.discovery_interval().map(Periodic::new),
+            memory_trim: spec.settings.memory_trim_interval.map(Periodic::new),
             restored: false,
             has_open_time_ends: false,
             max_lag_ms: spec
@@ -544,7 +543,7 @@ impl Reader {
                 // first element, so they take part in the merge from its start.
                 let now = Instant::now();
                 match &self.discovery {
-                    Some(d) if now >= d.due => self.discover_partitions(now),
+                    Some(d) if d.is_due(now) => self.discover_partitions(now),
                     _ => Ok(()),
                 }
             });
@@ -599,7 +598,7 @@ impl Reader {
         let Some(discovery) = self.discovery.as_mut() else {
             return Ok(());
         };
-        discovery.due = now + discovery.interval;
+        discovery.rearm(now);
         let mut added = Vec::new();
         {
             let cluster = self.cluster(DISCOVERY_WAIT);
@@ -765,8 +764,9 @@ impl Reader {
         if let Some(log) = self.log.as_mut() {
             log.maybe_log(now, &self.published);
         }
-        if let Some(trim) = self.memory_trim.as_mut() {
-            trim.maybe_trim(now);
+        if let Some(trim) = self.memory_trim.as_mut().filter(|t| t.is_due(now)) {
+            trim.rearm(now);
+            return_free_memory();
         }
     }
 
@@ -834,7 +834,7 @@ impl Reader {
                 self.end_passed_time_windows();
             }
             let now = Instant::now();
-            if self.discovery.as_ref().is_some_and(|d| now >= d.due) {
+            if self.discovery.as_ref().is_some_and(|d| d.is_due(now)) {
                 self.discover_partitions(now)?;
             }
             self.clock = now;
